@@ -1,0 +1,110 @@
+"""The engine's attention backend: interface, the torch implementation, and the factory."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .batch import AttentionBatch
+from .cascade import CascadePlan, cascade_attention, plan_cascade
+from .paged_attention import PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
+
+
+class AttentionBackend(Protocol):
+    """Attention over the engine's paged KV cache.
+
+    kv_cache: [num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim] (0 = K, 1 = V).
+    Call `prepare` once per step (builds every index tensor and plan), then `forward` once
+    per layer with that step's new tokens, in batch order.
+    """
+
+    def prepare(self, batch: AttentionBatch) -> None: ...
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        """q: [T, Hq, D]; k, v: [T, Hkv, D]. Writes k/v into kv_cache[layer] at the new
+        tokens' slots, then returns the attention output [T, Hq, D] in q's dtype."""
+        ...
+
+
+class TorchAttentionBackend:
+    """Backend in plain torch ops (CPU; also runs on any device torch supports).
+
+    With `enable_cascade`, a step where >= `cascade_min_seqs` sequences share
+    >= `cascade_min_blocks` whole leading blocks runs multi-level cascade attention,
+    reading each shared prefix once per group; otherwise batched paged attention.
+    """
+
+    def __init__(
+        self,
+        kv_cache: Tensor,
+        enable_cascade: bool = True,
+        cascade_min_seqs: int = 2,
+        cascade_min_blocks: int = 1,
+    ) -> None:
+        if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
+            raise ValueError(f"kv_cache must be [layers, 2, blocks, block_size, Hkv, D], got {tuple(kv_cache.shape)}")
+        self.kv_cache = kv_cache
+        self.block_size = kv_cache.shape[3]
+        self.enable_cascade = enable_cascade
+        self.cascade_min_seqs = cascade_min_seqs
+        self.cascade_min_blocks = cascade_min_blocks
+        self._slots: Tensor | None = None  # [T] long: cache slot of each new token
+        self._plan: PagedPlan | None = None  # plain plan, or the cascade's private level
+        self._cascade: CascadePlan | None = None  # set when this step runs cascade
+        self._workspace: tuple[Tensor, Tensor] | None = None  # decode gather buffers
+
+    @property
+    def is_cascade_step(self) -> bool:
+        return self._cascade is not None
+
+    def prepare(self, batch: AttentionBatch) -> None:
+        batch.check_integrity(self.block_size, self.kv_cache.shape[2])
+        device = self.kv_cache.device
+        self._slots = slot_mapping(batch, self.block_size).to(device)
+        self._cascade = None
+        if self.enable_cascade:
+            cascade = plan_cascade(batch, self.block_size, self.cascade_min_seqs, self.cascade_min_blocks, device)
+            # Without groups the private level is the whole batch: reuse it as the plain plan.
+            self._cascade = cascade if cascade.groups else None
+            self._plan = cascade.private
+        else:
+            self._plan = plan_paged(batch, self.block_size, device)
+        self._workspace = self._decode_workspace(self._plan)
+
+    def _decode_workspace(self, plan: PagedPlan) -> tuple[Tensor, Tensor] | None:
+        """Gather buffers for batched decode, allocated once per step and reused by every
+        layer (on CPU a fresh 100 MB allocation per layer costs more than the gather)."""
+        if plan.decode is None:
+            return None
+        shape = (plan.decode.blocks.numel(),) + tuple(self.kv_cache.shape[3:])
+        opts = dict(dtype=self.kv_cache.dtype, device=self.kv_cache.device)
+        return torch.empty(shape, **opts), torch.empty(shape, **opts)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        if self._slots is None:
+            raise RuntimeError("prepare() must be called before forward()")
+        if q.shape[0] != self._slots.numel():
+            raise ValueError(f"got {q.shape[0]} query rows, batch has {self._slots.numel()} tokens")
+        k_cache, v_cache = self.kv_cache[layer, 0], self.kv_cache[layer, 1]
+        write_kv(k_cache, v_cache, k, v, self._slots)
+        q_cache = q.to(k_cache.dtype)
+        if self._cascade is not None:
+            out = cascade_attention(q_cache, k_cache, v_cache, self._cascade, self._workspace)
+        else:
+            out = paged_attention(q_cache, k_cache, v_cache, self._plan, workspace=self._workspace)
+        return out.to(q.dtype)
+
+
+def make_backend(
+    kv_cache: Tensor, device: torch.device | str | None = None, enable_cascade: bool = True
+) -> AttentionBackend:
+    """FlashInfer on CUDA when it imports, else the torch backend."""
+    device = torch.device(device) if device is not None else kv_cache.device
+    if device.type == "cuda":
+        from .flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
+
+        if flashinfer_available():
+            return FlashInferAttentionBackend(kv_cache, enable_cascade=enable_cascade)
+    return TorchAttentionBackend(kv_cache, enable_cascade=enable_cascade)

@@ -1,0 +1,155 @@
+"""Multi-level cascade (shared-prefix) attention in plain torch ops.
+
+Sequences whose block tables start with the same physical block ids share that prefix's
+K/V. The prefix tree of block tables gives the levels: level 0 is the outermost shared run
+(e.g. a system prompt), level 1 a run shared by a subgroup (e.g. a document), ...; the last,
+private level is each sequence's own suffix. Each group's queries attend to the group's
+shared blocks in one bmm per group (the shared K/V is read once per group, not once per
+request); the partial outputs are merged by log-sum-exp.
+
+Only blocks strictly before every new token of a member are shareable
+(`(kv_len - q_len) // block_size` blocks): a block holding a new token, or a partially
+filled tail block, stays private. So every query sees all of its shared KV (no causal mask
+at shared levels) and every private part holds at least the new tokens.
+
+All log-sum-exps are base e (natural log), float32. FlashInfer's are base 2.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .batch import AttentionBatch
+from .paged_attention import PagedPlan, dense_attention, gather_kv, paged_attention, plan_paged
+
+
+class CascadeGroup(NamedTuple):
+    """Sequences sharing `blocks` (whole blocks, positions [start, start + len) * block_size)."""
+
+    level: int
+    seq_ids: list[int]  # batch indices, in DFS (lexicographic block-table) order
+    start_block: int  # index in the block tables where the shared run starts
+    blocks: Tensor  # [num_shared_blocks] long: the shared physical block ids
+    rows: Tensor  # [M] long: query rows of every member sequence
+
+
+class CascadePlan(NamedTuple):
+    groups: list[CascadeGroup]  # sorted by level, outermost first
+    shared_depths: list[int]  # per sequence: number of leading blocks covered by groups
+    private: PagedPlan  # each sequence's suffix table[shared_depth:]
+    private_batch: AttentionBatch
+
+    @property
+    def num_levels(self) -> int:
+        """Shared levels plus the private level."""
+        return 1 + (max(g.level for g in self.groups) + 1 if self.groups else 0)
+
+
+def shareable_prefixes(batch: AttentionBatch, block_size: int) -> list[list[int]]:
+    """Leading whole blocks of each sequence that precede all of its new tokens."""
+    return [
+        table[: (kv_len - q_len) // block_size]
+        for q_len, kv_len, table in zip(batch.q_lens, batch.kv_lens, batch.block_tables)
+    ]
+
+
+def find_groups(prefixes: list[list[int]]) -> list[tuple[int, list[int], int, int]]:
+    """Prefix tree of block lists -> groups (level, seq_ids, start_block, end_block).
+
+    Sorting the block lists lexicographically is a DFS of the tree, so every group is a
+    contiguous run of the sorted order and its common prefix is that of its first and
+    last member. A group has >= 2 sequences; single sequences keep their blocks private.
+    """
+    order = sorted(range(len(prefixes)), key=lambda i: prefixes[i])
+    groups: list[tuple[int, list[int], int, int]] = []
+    _split(order, prefixes, 0, 0, groups)
+    return sorted(groups, key=lambda g: g[0])
+
+
+def _split(seq_ids, prefixes, depth, level, groups) -> None:
+    """seq_ids all agree on blocks [0, depth); split them by the block at `depth`."""
+    run: list[int] = []
+    for i in seq_ids + [-1]:  # -1: sentinel flushing the last run
+        key = prefixes[i][depth] if i >= 0 and len(prefixes[i]) > depth else None
+        if run and (key is None or key != prefixes[run[0]][depth]):
+            if len(run) >= 2:
+                end = _common_prefix_len(prefixes[run[0]], prefixes[run[-1]])
+                groups.append((level, run, depth, end))
+                _split(run, prefixes, end, level + 1, groups)
+            run = []
+        if key is not None:
+            run.append(i)
+
+
+def _common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def plan_cascade(
+    batch: AttentionBatch, block_size: int, min_seqs: int = 2, min_blocks: int = 1,
+    device: torch.device | str = "cpu",
+) -> CascadePlan:
+    """Plan one step. `groups` is empty (run plain paged attention) unless some group of
+    >= min_seqs sequences shares >= min_blocks leading blocks."""
+    prefixes = shareable_prefixes(batch, block_size)
+    found = find_groups(prefixes)
+    if not any(len(ids) >= min_seqs and end >= min_blocks for _, ids, _, end in found):
+        found = []
+    depths = [0] * batch.num_seqs
+    for _, ids, _, end in found:
+        for i in ids:
+            depths[i] = max(depths[i], end)
+    starts = batch.query_starts()
+    groups = [
+        CascadeGroup(level, ids, start, _long(prefixes[ids[0]][start:end], device),
+                     _long([r for i in ids for r in range(starts[i], starts[i] + batch.q_lens[i])], device))
+        for level, ids, start, end in found
+    ]
+    private_batch = AttentionBatch(
+        list(batch.q_lens),
+        [kv_len - d * block_size for kv_len, d in zip(batch.kv_lens, depths)],
+        [table[d:] for table, d in zip(batch.block_tables, depths)],
+    )
+    return CascadePlan(groups, depths, plan_paged(private_batch, block_size, device), private_batch)
+
+
+def _long(values: list[int], device) -> Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def merge_state(o_a: Tensor, lse_a: Tensor, o_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge two partial attention states over disjoint KV sets.
+
+    o: [M, H, D] float32; lse: [M, H] float32, base e; lse = -inf marks an empty part
+    (its o is ignored), and two empty parts merge to (0, -inf) without NaN.
+    """
+    lse = torch.logaddexp(lse_a, lse_b)
+    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+    w_a = torch.exp(lse_a - safe)[..., None]
+    w_b = torch.exp(lse_b - safe)[..., None]
+    return o_a * w_a + o_b * w_b, lse
+
+
+def cascade_attention(
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: CascadePlan,
+    workspace: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """q: [T, Hq, D] -> [T, Hq, D]. K/V caches: [num_blocks, block_size, Hkv, D].
+
+    Private level first (batched paged attention with LSE), then each shared group's
+    queries against its blocks, merged in float32."""
+    out, lse = paged_attention(q.float(), k_cache, v_cache, plan.private, return_lse=True, workspace=workspace)
+    block_size = k_cache.shape[1]
+    for group in plan.groups:
+        k, v = gather_kv(k_cache, v_cache, group.blocks, group.blocks.numel() * block_size)
+        o_g, lse_g = dense_attention(q.index_select(0, group.rows).float(), k, v)  # no mask
+        o_m, lse_m = merge_state(out.index_select(0, group.rows), lse.index_select(0, group.rows), o_g, lse_g)
+        out.index_copy_(0, group.rows, o_m)
+        lse.index_copy_(0, group.rows, lse_m)
+    return out.to(q.dtype)

@@ -1,0 +1,106 @@
+"""`parrot` command line: `parrot serve` (more subcommands plug in beside it).
+
+Engine flags are shared: `add_engine_args` declares them and
+`engine_config_from_args` maps them onto EngineConfig, so every subcommand that
+builds an engine (serve, generate, bench) reads them the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from parrot.engine import EngineConfig
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Flags that configure an engine. Unset flags keep EngineConfig's defaults."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--model", help="Hugging Face directory or .gguf file "
+                   "(default: the embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
+    g.add_argument("--device", help="torch device, e.g. cpu or cuda:0")
+    g.add_argument("--kv-memory-gb", type=float, help="memory for the paged KV cache")
+    g.add_argument("--block-size", type=int, help="tokens per KV block")
+    g.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
+    g.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
+    g.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    g.add_argument("--no-prefix-caching", action="store_true",
+                   help="do not reuse cached KV of earlier prompts")
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    from parrot.engine import EngineConfig
+
+    values = {
+        "model": args.model, "dtype": args.dtype, "device": args.device,
+        "kv_memory_gb": args.kv_memory_gb, "block_size": args.block_size,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
+    }
+    config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
+    config.enable_prefix_caching = not args.no_prefix_caching
+    return config
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Flags every subcommand takes (pass as `parents=[common_parser()]`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    return parser
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", parents=[common_parser()],
+                              help="run the HTTP server (OpenAI-compatible and native)")
+    add_engine_args(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1")
+    g.add_argument("--port", type=int, default=8000, help="0 picks a free port (logged)")
+    g.add_argument("--served-model-name", help="model name the API answers to "
+                   "(default: the model's name)")
+    g.add_argument("--api-key", default=os.environ.get("PARROT_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $PARROT_API_KEY)")
+    g.add_argument("--num-engines", type=int, default=1, help="engines to run side by side")
+    g.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from parrot.server.config import ServerConfig
+    from parrot.server.serve import run, serve
+
+    engine_config = engine_config_from_args(args)
+    server_config = ServerConfig(served_model_name=args.served_model_name,
+                                 api_key=args.api_key or None)
+    engine_configs = [dataclasses.replace(engine_config) for _ in range(args.num_engines)]
+    run(serve(engine_configs, server_config, args.host, args.port,
+              shutdown_timeout=args.shutdown_timeout))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parrot", description="Parrot: serving LLM "
+                                     "applications with Semantic Variables")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(subparsers)
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "debug":  # one line per request only when debugging
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return args.func(args)

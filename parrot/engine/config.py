@@ -1,0 +1,85 @@
+"""Engine and model configuration: plain data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class EngineConfig:
+    model: str | None = None  # HF directory, .gguf file, or None for the embedded SmolLM2
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+    kv_memory_gb: float = 1.0  # KV pool budget
+    block_size: int = 16
+    max_num_batched_tokens: int = 512  # per-step token budget (chunked prefill)
+    latency_token_budget: int = 64  # step budget while latency-critical work is running
+    max_num_seqs: int = 64
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    enable_prefix_caching: bool = True
+    enable_cascade: bool = True
+    num_threads: int | None = None  # torch intra-op threads; None = all cores
+    cache_dir: str | None = None  # where converted GGUF checkpoints go
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
+            raise ValueError("block_size, max_num_batched_tokens and max_num_seqs must be positive")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The few fields of a Llama-family Hugging Face config the model needs."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+    eos_token_ids: tuple[int, ...]
+    architecture: str
+
+    @classmethod
+    def from_hf(cls, hf: Any) -> "ModelConfig":
+        num_heads = hf.num_attention_heads
+        rope = dict(getattr(hf, "rope_parameters", None) or getattr(hf, "rope_scaling", None) or {})
+        theta = rope.pop("rope_theta", None) or getattr(hf, "rope_theta", None) or 10000.0
+        if rope.get("rope_type", rope.get("type", "default")) == "default":
+            rope = {}
+        eos = hf.eos_token_id
+        eos = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        arch = (getattr(hf, "architectures", None) or [hf.model_type])[0]
+        return cls(
+            vocab_size=hf.vocab_size,
+            hidden_size=hf.hidden_size,
+            intermediate_size=hf.intermediate_size,
+            num_layers=hf.num_hidden_layers,
+            num_heads=num_heads,
+            num_kv_heads=getattr(hf, "num_key_value_heads", None) or num_heads,
+            head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // num_heads,
+            rms_norm_eps=hf.rms_norm_eps,
+            rope_theta=float(theta),
+            rope_scaling=rope or None,
+            max_position_embeddings=hf.max_position_embeddings,
+            tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
+            attention_bias=hf.model_type == "qwen2" or bool(getattr(hf, "attention_bias", False)),
+            eos_token_ids=eos,
+            architecture=arch,
+        )

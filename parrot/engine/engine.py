@@ -1,0 +1,289 @@
+"""The engine: contexts over a paged KV pool, a continuous-batching step loop.
+
+All state is touched on the asyncio event loop thread; only the forward pass
+(`ModelRunner.execute`) runs in the engine's worker thread, so the loop keeps
+serving other coroutines during a long prefill.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from parrot.engine.block_manager import BlockManager
+from parrot.engine.config import EngineConfig
+from parrot.engine.context import Context, ContextTree
+from parrot.engine.detokenizer import IncrementalDetokenizer
+from parrot.engine.loader import LoadedModel, load
+from parrot.engine.model_runner import ModelRunner
+from parrot.engine.request import Request, Status
+from parrot.engine.sampler import SamplingRow
+from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams, Usage
+from parrot.engine.scheduler import Scheduler, StepPlan
+from parrot.engine.stats import EngineStats, StepTimes
+
+log = logging.getLogger(__name__)
+
+
+class EngineInputError(ValueError):
+    """A request the engine can never serve (too long for the model or the pool)."""
+
+
+class Engine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parrot-engine")
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._in_flight: set[int] = set()  # context ids in the running step
+        self._stats = EngineStats()
+        self._step_times = StepTimes()
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def start(self) -> "Engine":
+        loaded = await asyncio.get_running_loop().run_in_executor(self._executor, load, self.config)
+        self._init_from(loaded)
+        self._loop_task = asyncio.create_task(self._run(), name="parrot-engine-loop")
+        return self
+
+    def _init_from(self, loaded: LoadedModel) -> None:
+        self.tokenizer, self.model_config, self.model_name = loaded.tokenizer, loaded.config, loaded.name
+        self.max_model_len = loaded.max_model_len
+        self.runner = ModelRunner(loaded.model, loaded.config, self.config)
+        self.blocks = BlockManager(self.runner.num_blocks, self.config.block_size,
+                                   self.config.enable_prefix_caching)
+        self.tree = ContextTree(self.blocks)
+        self.scheduler = Scheduler(self.config, self.tree)
+        self.eos_token_ids = set(loaded.config.eos_token_ids)
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            self.eos_token_ids.add(self.tokenizer.eos_token_id)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+            self._loop_task = None
+        for req in self.scheduler.waiting + self.scheduler.running:
+            self._finish(req, error=RuntimeError("engine stopped"))
+        self._executor.shutdown(wait=True)
+
+    # ---- contexts --------------------------------------------------------------------
+    def new_context(self) -> Context:
+        return self.tree.new()
+
+    def fork(self, parent: Context) -> Context:
+        return self.tree.fork(parent)
+
+    def free(self, ctx: Context) -> None:
+        """Release a context; a request still running on it is aborted first."""
+        if ctx.is_freed:
+            return
+        for req in self.scheduler.waiting + self.scheduler.running:
+            if req.ctx is ctx:
+                self._abort(req)
+        if ctx.context_id in self._in_flight:
+            ctx.free_pending = True  # freed once the running step ends
+        else:
+            self.tree.free(ctx)
+        self._wakeup.set()  # blocks came back: waiting work may fit now
+
+    async def fill(self, ctx: Context, token_ids: list[int], priority: Priority = Priority.NORMAL) -> None:
+        """Append `token_ids` and compute their KV."""
+        self._check_room(ctx, len(token_ids), 0)
+        ctx.token_ids.extend(token_ids)
+        if ctx.num_pending == 0:
+            return
+        req = self._submit(Request(ctx, None, priority))
+        try:
+            item = await req.outputs.get()
+            if isinstance(item, Exception):
+                raise item
+        finally:
+            if not req.is_done:
+                self._abort(req)
+
+    async def generate(self, ctx: Context, sampling: SamplingParams,
+                       priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
+        """Stream generated text; the generated tokens are appended to `ctx`."""
+        if ctx.num_tokens == 0:
+            raise EngineInputError("cannot generate from an empty context: give a prompt")
+        self._check_room(ctx, 0, sampling.max_tokens)
+        if ctx.num_pending == 0:
+            self.tree.uncompute_last(ctx)  # recompute the last token for its logits
+        req = Request(ctx, sampling, priority)
+        req.detokenizer = IncrementalDetokenizer(self.tokenizer, sampling.stop, ctx.token_ids[-4:])
+        self._submit(req)
+        try:
+            while True:
+                item = await req.outputs.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not req.is_done:
+                self._abort(req)
+
+    def _check_room(self, ctx: Context, num_new: int, max_tokens: int) -> None:
+        if ctx.is_freed:
+            raise EngineInputError("context was freed")
+        total = ctx.num_tokens + num_new + max_tokens
+        if total > self.max_model_len:
+            raise EngineInputError(
+                f"{ctx.num_tokens + num_new} prompt tokens + {max_tokens} max_tokens exceeds "
+                f"the model's context length of {self.max_model_len} tokens")
+        if -(-total // self.config.block_size) > self.blocks.num_blocks:
+            raise EngineInputError(f"{total} tokens can never fit the KV pool "
+                                   f"({self.blocks.num_blocks * self.config.block_size} tokens)")
+        if any(r.ctx is ctx for r in self.scheduler.waiting + self.scheduler.running):
+            raise RuntimeError("a request is already running on this context")
+
+    def _submit(self, req: Request) -> Request:
+        self.scheduler.add(req)
+        self._wakeup.set()
+        return req
+
+    def _abort(self, req: Request) -> None:
+        if not req.is_done:
+            req.status = Status.ABORTED
+            self.scheduler.remove(req)
+
+    # ---- the step loop ---------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.scheduler.has_work:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            plan = self.scheduler.schedule()
+            for req in plan.done:
+                self._finish(req)
+            if not plan.seqs:  # waiting for blocks that contexts hold: wait for a change
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), 0.05)
+                continue
+            await self._step(loop, plan)
+
+    async def _step(self, loop: asyncio.AbstractEventLoop, plan: StepPlan) -> None:
+        rows = [self._sampling_row(s.request) for s in plan.seqs if s.sample]
+        inp = self.runner.build_input(plan, rows)
+        self._in_flight = {s.request.ctx.context_id for s in plan.seqs}
+        start = time.perf_counter()
+        try:
+            tokens = await loop.run_in_executor(self._executor, self.runner.execute, inp)
+        except Exception as e:  # a failing step fails its requests, never the loop
+            log.exception("engine step failed")
+            tokens = None
+            for s in plan.seqs:
+                self._fail(s.request, e)
+        finally:
+            self._in_flight = set()
+        self._step_times.add(time.perf_counter() - start)
+        if tokens is not None:
+            self._postprocess(plan, tokens)
+        self._free_pending(plan)
+
+    def _sampling_row(self, req: Request) -> SamplingRow:
+        sp = req.sampling
+        banned = []
+        if req.num_generated < sp.min_tokens:
+            banned = list(self.eos_token_ids | set(sp.stop_token_ids))
+        return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned)
+
+    def _postprocess(self, plan: StepPlan, tokens: list[int]) -> None:
+        it = iter(tokens)
+        self._stats.num_steps += 1
+        self._stats.last_batch_size, self._stats.last_step_tokens = len(plan.seqs), plan.num_tokens
+        for s in plan.seqs:
+            req = s.request
+            if req.is_decoding:
+                self._stats.num_decode_tokens += s.num_new
+            else:
+                self._stats.num_prefill_tokens += s.num_new
+            self.tree.commit(req.ctx, s.num_new)
+            token = next(it) if s.sample else None
+            if req.is_done:
+                continue
+            if req.fail_with is not None:
+                self._fail(req, req.fail_with)
+            elif req.is_fill:
+                if req.ctx.num_pending == 0:
+                    self._finish(req)
+            elif token is not None:
+                self._on_token(req, token)
+
+    def _on_token(self, req: Request, token: int) -> None:
+        sp, detok = req.sampling, req.detokenizer
+        req.ctx.token_ids.append(token)
+        req.num_generated += 1
+        self._stats.num_generated_tokens += 1
+        finish = None
+        if token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
+            text = detok.flush()
+            finish = "stop"
+        else:
+            text = detok.add(token)
+            if detok.stopped:
+                finish = "stop"
+            elif req.num_generated >= sp.max_tokens or req.ctx.num_tokens >= self.max_model_len:
+                text += detok.flush()
+                finish = "length"
+        usage = None
+        if finish is not None:
+            usage = Usage(req.num_prompt_tokens, req.num_cached_tokens, req.num_generated)
+        req.outputs.put_nowait(GenerationChunk([token], text, finish, usage))
+        if finish is not None:
+            self._finish(req)
+
+    def _finish(self, req: Request, error: Exception | None = None) -> None:
+        """Take `req` out of scheduling; tell its waiter (a generate got its last chunk already)."""
+        self.scheduler.remove(req)
+        if req.is_done:
+            return
+        req.status = Status.FINISHED
+        if error is not None:
+            self._stats.num_requests_failed += 1
+            req.outputs.put_nowait(error)
+            return
+        self._stats.num_requests_finished += 1
+        if req.is_fill:
+            req.outputs.put_nowait(None)
+
+    def _fail(self, req: Request, error: Exception) -> None:
+        self._finish(req, error=error)
+
+    def _free_pending(self, plan: StepPlan) -> None:
+        for s in plan.seqs:
+            ctx = s.request.ctx
+            if ctx.free_pending and not ctx.is_freed:
+                self.tree.free(ctx)
+
+    # ---- introspection ---------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        s = self._stats
+        s.num_preemptions = self.scheduler.num_preemptions
+        s.num_cached_tokens = self.scheduler.num_prefix_hit_tokens
+        s.num_running, s.num_waiting = len(self.scheduler.running), len(self.scheduler.waiting)
+        s.num_contexts = len(self.tree.live)
+        s.num_blocks, s.num_free_blocks = self.blocks.num_blocks, self.blocks.num_free_blocks
+        s.num_cached_blocks, s.num_used_blocks = self.blocks.num_cached_blocks, self.blocks.num_used_blocks
+        s.block_size, s.recent_step_ms = self.config.block_size, self._step_times.recent()
+        return EngineStats(**s.to_dict())
+
+    def check_integrity(self) -> None:
+        self.tree.check_integrity()
+        for req in self.scheduler.running:
+            assert req.status is Status.RUNNING and not req.ctx.is_freed
+
+    def evict_cache(self) -> None:
+        self.blocks.evict_all()

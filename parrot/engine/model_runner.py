@@ -1,0 +1,80 @@
+"""Owns the tensors: the model, the KV pool, the attention backend. Runs one step.
+
+`build_input` runs on the event loop thread (it reads scheduler state);
+`execute` runs in the engine's worker thread and touches only tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from parrot.engine.config import EngineConfig, ModelConfig
+from parrot.engine.model import LlamaModel
+from parrot.engine.sampler import SamplingRow, sample
+from parrot.engine.scheduler import StepPlan
+from parrot_kernels import AttentionBatch, make_backend
+
+
+@dataclass
+class ModelInput:
+    """Explicit metadata of one step, detached from scheduler state."""
+
+    input_ids: list[int]
+    positions: list[int]
+    attn: AttentionBatch
+    copies: list[tuple[int, int]]
+    sample_rows: list[int]  # flat row of each sampled sequence's last token
+    sampling: list[SamplingRow]
+
+
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    elem = torch.empty((), dtype=dtype).element_size()
+    return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, cfg: ModelConfig, config: EngineConfig):
+        self.model = model
+        self.cfg = cfg
+        per_block = kv_bytes_per_block(cfg, config.block_size, config.torch_dtype)
+        self.num_blocks = max(1, int(config.kv_memory_gb * 2**30) // per_block)
+        shape = (cfg.num_layers, 2, self.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
+        self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade)
+        self.device = config.device
+
+    def build_input(self, plan: StepPlan, sampling: list[SamplingRow]) -> ModelInput:
+        ids, positions, q_lens, kv_lens, tables, sample_rows = [], [], [], [], [], []
+        for s in plan.seqs:
+            ctx = s.request.ctx
+            start, end = ctx.num_computed, ctx.num_computed + s.num_new
+            ids += ctx.token_ids[start:end]
+            positions += range(start, end)
+            q_lens.append(s.num_new)
+            kv_lens.append(end)
+            tables.append(list(ctx.block_table))
+            if s.sample:
+                sample_rows.append(len(ids) - 1)
+        return ModelInput(ids, positions, AttentionBatch(q_lens, kv_lens, tables),
+                          list(plan.copies), sample_rows, sampling)
+
+    @torch.inference_mode()
+    def execute(self, inp: ModelInput) -> list[int]:
+        """Run the forward pass and sample; returns one token per sampled sequence."""
+        self._copy_blocks(inp.copies)
+        self.backend.prepare(inp.attn)
+        input_ids = torch.tensor(inp.input_ids, dtype=torch.long, device=self.device)
+        positions = torch.tensor(inp.positions, dtype=torch.long, device=self.device)
+        hidden = self.model(input_ids, positions, self.backend)  # [T, hidden]
+        if not inp.sample_rows:
+            return []
+        rows = torch.tensor(inp.sample_rows, dtype=torch.long, device=self.device)
+        logits = self.model.compute_logits(hidden[rows]).cpu()  # [B, vocab]
+        return sample(logits, inp.sampling)
+
+    def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        if copies:
+            src = torch.tensor([c[0] for c in copies], device=self.device)
+            dst = torch.tensor([c[1] for c in copies], device=self.device)
+            self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]

@@ -1,0 +1,142 @@
+"""Iteration-level scheduling: which requests compute how many tokens this step.
+
+All policy lives here; block mechanics live in ContextTree/BlockManager.
+Order: running requests by (priority, arrival), then waiting ones. Decodes take
+one token each; prefills are chunked under the step's token budget. While
+latency-critical work runs, other work's prefill chunks share a small budget so
+the latency-critical decode steps stay short. Admission never overcommits the
+pool; when a running request needs a block and none is free, the lowest-priority,
+latest request is preempted (its blocks released, recomputed later).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from parrot.engine.config import EngineConfig
+from parrot.engine.context import ContextTree
+from parrot.engine.request import Request, Status
+from parrot.engine.sampling_params import Priority
+
+
+@dataclass
+class ScheduledSeq:
+    request: Request
+    num_new: int  # tokens computed for it this step
+    sample: bool  # the step reaches its last token and it generates: sample a token
+
+
+@dataclass
+class StepPlan:
+    seqs: list[ScheduledSeq] = field(default_factory=list)
+    copies: list[tuple[int, int]] = field(default_factory=list)  # copy-on-write (src, dst) blocks
+    done: list[Request] = field(default_factory=list)  # admitted with nothing left to compute
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new for s in self.seqs)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, tree: ContextTree):
+        self.config = config
+        self.tree = tree
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self.num_prefix_hit_tokens = 0
+
+    def add(self, req: Request) -> None:
+        bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
+
+    def remove(self, req: Request) -> None:
+        for queue in (self.waiting, self.running):
+            if req in queue:
+                queue.remove(req)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> StepPlan:
+        plan = StepPlan()
+        budget = _Budget(self.config, self._latency_active())
+        self.running.sort(key=lambda r: r.sort_key)
+        for req in list(self.running):
+            if req.status is Status.RUNNING:
+                self._schedule_running(req, plan, budget)
+        self._admit_waiting(plan, budget)
+        return plan
+
+    def _latency_active(self) -> bool:
+        return any(r.priority == Priority.LATENCY for r in self.running + self.waiting[:1])
+
+    def _schedule_running(self, req: Request, plan: StepPlan, budget: "_Budget") -> None:
+        n = budget.grant(req, req.ctx.num_pending)
+        if n == 0:
+            return
+        while not self.tree.blocks.can_allocate(self.tree.num_blocks_needed(req.ctx, n)):
+            victim = self.running[-1]
+            self._preempt(victim)
+            if victim is req:
+                return
+        self._commit_slots(req, n, plan, budget)
+
+    def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
+        while self.waiting and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting[0]
+            pending = req.ctx.num_pending
+            n = budget.grant(req, pending)
+            if n == 0:
+                return
+            watermark = sum(1 for r in self.running if not r.is_fill)  # next decode blocks
+            if not self.tree.blocks.can_allocate(self.tree.num_blocks_needed(req.ctx, n) + watermark):
+                return
+            self.waiting.pop(0)
+            hit = self._match_prefix(req)
+            self.num_prefix_hit_tokens += hit
+            if not req.is_admitted:  # a preempted request's rematch is not a cache hit
+                req.is_admitted, req.num_cached_tokens = True, req.num_cached_tokens + hit
+            req.status = Status.RUNNING
+            self.running.append(req)
+            n = min(n, req.ctx.num_pending)
+            if n > 0:
+                self._commit_slots(req, n, plan, budget)
+            else:  # a fill found entirely in the prefix cache
+                plan.done.append(req)
+
+    def _match_prefix(self, req: Request) -> int:
+        ctx = req.ctx
+        limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1  # generate needs logits
+        return self.tree.match_prefix(ctx, limit)
+
+    def _commit_slots(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
+        plan.copies += self.tree.prepare_slots(req.ctx, n)
+        sample = not req.is_fill and n == req.ctx.num_pending
+        plan.seqs.append(ScheduledSeq(req, n, sample))
+        budget.spend(req, n)
+
+    def _preempt(self, req: Request) -> None:
+        self.running.remove(req)
+        self.tree.release(req.ctx)
+        req.status = Status.WAITING
+        self.num_preemptions += 1
+        self.add(req)
+
+
+class _Budget:
+    """Tokens left in this step; non-latency prefills share a small cap while latency work runs."""
+
+    def __init__(self, config: EngineConfig, latency_active: bool):
+        self.total = config.max_num_batched_tokens
+        self.background = config.latency_token_budget if latency_active else self.total
+
+    def grant(self, req: Request, want: int) -> int:
+        if want <= 1 or req.priority == Priority.LATENCY:
+            return min(want, self.total)
+        return min(want, self.total, self.background)
+
+    def spend(self, req: Request, n: int) -> None:
+        self.total -= n
+        if n > 1 and req.priority != Priority.LATENCY:
+            self.background -= n

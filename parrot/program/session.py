@@ -1,0 +1,233 @@
+"""`P.Session(url)`: one server session; semantic-function calls made inside it bind to it.
+
+    with P.Session("http://127.0.0.1:8000") as s:          # plain scripts
+        print(summarize(text).get())
+
+    async with P.Session("http://127.0.0.1:8000") as s:    # asyncio programs
+        print(await summarize(text).aget())
+
+Building the graph never blocks: calls and variables are queued and sent in order, batched,
+by the background loop; `get`/`set`/leaving the block send whatever is still queued first.
+The active session is a contextvar, so concurrent asyncio tasks may use different sessions.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+
+from parrot.program.client import shared_client
+from parrot.program.criteria import Criteria
+from parrot.program.errors import NoSessionError, ServerError
+from parrot.program.loop_thread import background
+from parrot.program.variable import SemanticVariable
+
+if TYPE_CHECKING:
+    from parrot.program.function import SemanticFunction
+
+_current: ContextVar["Session | None"] = ContextVar("parrot_session", default=None)
+_BATCH_PATHS = {"variables": "/variables", "calls": "/calls"}
+
+
+def current_session() -> "Session":
+    session = _current.get()
+    if session is None:
+        raise NoSessionError("no active Parrot session: call semantic functions inside "
+                             "`with P.Session(url):` or `async with P.Session(url):`")
+    if session.is_closed:
+        raise NoSessionError(f"Parrot session {session.id} is closed")
+    return session
+
+
+class Session:
+    def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
+                 idle_timeout: float | None = None, timeout: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.idle_timeout = idle_timeout
+        self.timeout = timeout
+        self.background = background()
+        self.id: str | None = None
+        self.is_closed = False
+        self._token: str | None = None
+        self._ops: list[tuple[str, dict]] = []
+        self._ops_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._flush_lock: asyncio.Lock | None = None
+        self._error: ServerError | None = None
+        self._bindings: list[Token] = []
+
+    # -- lifetime -------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        self.open()
+        self._bindings.append(_current.set(self))
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        _current.reset(self._bindings.pop())
+        try:
+            self.close()
+        except ServerError:
+            if exc_type is None:
+                raise
+
+    async def __aenter__(self) -> "Session":
+        await self.aopen()
+        self._bindings.append(_current.set(self))
+        return self
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        _current.reset(self._bindings.pop())
+        try:
+            await self.aclose()
+        except ServerError:
+            if exc_type is None:
+                raise
+
+    def open(self) -> None:
+        self.background.run(self._open())
+
+    async def aopen(self) -> None:
+        await self.background.arun(self._open())
+
+    def close(self) -> None:
+        self.background.run(self._close())
+
+    async def aclose(self) -> None:
+        await self.background.arun(self._close())
+
+    # -- building the graph (any thread; never blocks) -------------------------------------
+    def submit_call(self, fn: "SemanticFunction", bindings: dict[str, Any]) -> list[SemanticVariable]:
+        outputs = [self._new_variable(name) for name in fn.template.outputs]
+        for value in bindings.values():
+            self._check_owned(value)
+        spec = fn.to_spec(f"c{next(self._ids)}", bindings, [v.id for v in outputs])
+        self._enqueue("calls", spec)
+        return outputs
+
+    def variable(self, value: str | None = None, name: str | None = None) -> SemanticVariable:
+        """A client-owned variable, optionally with its value (else `set` it later)."""
+        sv = self._new_variable(name)
+        spec = {"id": sv.id, "name": name}
+        if value is not None:
+            spec["value"] = str(value)
+        self._enqueue("variables", spec)
+        return sv
+
+    def join(self, items: Iterable[Any], sep: str = "\n", name: str | None = None) -> SemanticVariable:
+        """A variable whose value is `sep.join(items)`, computed by the server when ready."""
+        parts = list(items)
+        for item in parts:
+            self._check_owned(item)
+        sv = self._new_variable(name)
+        spec = {"id": f"c{next(self._ids)}", "kind": "join", "sep": str(sep),
+                "parts": [_binding(p) for p in parts], "output": {"var": sv.id}}
+        self._enqueue("calls", spec)
+        return sv
+
+    def graph(self) -> dict:
+        """The server's view of this session's calls and variables (debugging)."""
+        return self.background.run(self._request("GET", "/graph"))
+
+    def _new_variable(self, name: str | None) -> SemanticVariable:
+        return SemanticVariable(self, f"v{next(self._ids)}", name)
+
+    def _check_owned(self, value: Any) -> None:
+        if isinstance(value, SemanticVariable) and value.session is not self:
+            raise ValueError(f"variable {value.id} belongs to another Parrot session")
+
+    def _enqueue(self, kind: str, spec: dict) -> None:
+        if self.is_closed:
+            raise NoSessionError(f"Parrot session {self.id} is closed")
+        with self._ops_lock:
+            self._ops.append((kind, spec))
+        self.background.call_soon(self._flush_soon)
+
+    # -- background-loop coroutines ---------------------------------------------------------
+    async def fetch(self, sv: SemanticVariable, criteria: Criteria | str,
+                    timeout: float | None) -> str:
+        if sv.value is not None:
+            return sv.value
+        await self.flush()
+        wait = self.timeout if timeout is None else timeout
+        params = {"criteria": Criteria.parse(criteria).value, "timeout": str(wait)}
+        body = await self._request("GET", f"/variables/{sv.id}", params=params, timeout=wait + 30)
+        sv._resolve(body["value"])
+        return body["value"]
+
+    async def assign(self, sv: SemanticVariable, value: str) -> None:
+        await self.flush()
+        await self._request("PUT", f"/variables/{sv.id}", json_body={"value": str(value)})
+        sv._resolve(str(value))
+
+    async def deltas(self, sv: SemanticVariable, criteria: Criteria | str) -> AsyncIterator[str]:
+        if sv.value is not None:
+            yield sv.value
+            return
+        await self.flush()
+        url = f"{self.url}/v1/sessions/{self.id}/variables/{sv.id}/stream"
+        params = {"criteria": Criteria.parse(criteria).value}
+        async for event, data in shared_client().events(url, params=params, headers=self._headers()):
+            if event == "delta":
+                yield data["text"]
+            elif event == "done":
+                sv._resolve(data["value"])
+                return
+            elif event == "error":
+                raise ServerError.from_body(int(data.get("status", 422)), data)
+
+    async def flush(self) -> None:
+        """Send every queued call and variable, in order; raise the first refusal."""
+        async with self._flush_lock:
+            with self._ops_lock:
+                ops, self._ops = self._ops, []
+            if self._error is None:
+                try:
+                    for kind, batch in _batches(ops):
+                        await self._request("POST", _BATCH_PATHS[kind], json_body={kind: batch})
+                except ServerError as e:
+                    self._error = e
+            if self._error is not None:
+                raise self._error
+
+    def _flush_soon(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # kept in _error
+
+    async def _open(self) -> None:
+        self._flush_lock = asyncio.Lock()
+        body = {} if self.idle_timeout is None else {"idle_timeout": self.idle_timeout}
+        reply = await shared_client().request("POST", f"{self.url}/v1/sessions", json_body=body,
+                                              headers=self._headers())
+        self.id, self._token = reply["session_id"], reply["token"]
+
+    async def _close(self) -> None:
+        if self.is_closed or self.id is None:
+            return
+        try:
+            await self.flush()
+        finally:
+            self.is_closed = True
+            await self._request("DELETE", "")
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict:
+        url = f"{self.url}/v1/sessions/{self.id}{path}"
+        return await shared_client().request(method, url, headers=self._headers(), **kwargs)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        if self._token:
+            headers["X-Parrot-Session-Token"] = self._token
+        return headers
+
+
+def _binding(value: Any) -> Any:
+    return {"var": value.id} if isinstance(value, SemanticVariable) else str(value)
+
+
+def _batches(ops: list[tuple[str, dict]]) -> list[tuple[str, list[dict]]]:
+    """Consecutive ops of one kind merged into one request, order kept."""
+    return [(kind, [spec for _, spec in group])
+            for kind, group in itertools.groupby(ops, key=lambda op: op[0])]

@@ -1,0 +1,18 @@
+"""Typed keys for the state the server keeps on its `web.Application`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from parrot.server.config import ServerConfig
+from parrot.server.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from parrot.engine import Engine
+    from parrot.manager import Manager
+
+ENGINES: web.AppKey[list["Engine"]] = web.AppKey("engines")
+CONFIG: web.AppKey[ServerConfig] = web.AppKey("config")
+METRICS: web.AppKey[ServerMetrics] = web.AppKey("metrics")
+MANAGER: web.AppKey["Manager"] = web.AppKey("manager")

@@ -1,0 +1,55 @@
+"""Request middlewares: OpenAI-style errors, API-key check, request counting."""
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+
+from parrot.server.errors import ApiError, error_body
+from parrot.server.keys import CONFIG, METRICS
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+
+
+@web.middleware
+async def errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error body; tracebacks stay in the log."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.to_response()
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        custom = e.text and e.text != f"{e.status}: {e.reason}"
+        message = e.text if custom else f"{e.reason}: {request.method} {request.path}"
+        return web.json_response(error_body(message, status=e.status), status=e.status)
+    except Exception:  # noqa: BLE001 - the server keeps serving; the log keeps the trace
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return web.json_response(error_body("internal server error", status=500), status=500)
+
+
+@web.middleware
+async def api_key(request: web.Request, handler) -> web.StreamResponse:
+    """With an API key configured, every path but health and metrics needs it."""
+    expected = request.app[CONFIG].api_key
+    if expected and request.path not in PUBLIC_PATHS:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected.encode()):
+            raise ApiError("Invalid or missing API key (send 'Authorization: Bearer <key>')",
+                           status=401, code="invalid_api_key")
+    return await handler(request)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler) -> web.StreamResponse:
+    """Count answered requests by route and status (outermost: sees the final status)."""
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[METRICS].requests.inc(route=route, status=response.status)
+    return response

@@ -1,0 +1,94 @@
+"""Handlers of the OpenAI-compatible API: parse, run on an engine, shape the answer."""
+from __future__ import annotations
+
+import time
+import zlib
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from parrot.server.errors import ApiError
+from parrot.server.generation import generate_choices
+from parrot.server.keys import CONFIG, ENGINES, METRICS
+from parrot.server.openai_protocol import (GenerationOptions, parse_chat_request,
+                                           parse_completion_request)
+from parrot.server.openai_responses import ChatShape, CompletionShape, Tally
+from parrot.server.prompts import chat_token_ids, completion_token_ids, fit_max_tokens
+from parrot.server.sse import stream_sse
+from parrot.server.validation import read_json_object
+
+if TYPE_CHECKING:
+    from parrot.engine import Engine
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default; chat defaults to the room left
+AFFINITY_TOKENS = 256  # prompts sharing this many leading tokens go to the same engine
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    req = parse_completion_request(await read_json_object(request),
+                                   max_n=request.app[CONFIG].max_n)
+    model = served_model(request.app, req.options.model)
+    tokenizer = request.app[ENGINES][0].tokenizer
+    prompts = [completion_token_ids(tokenizer, p) for p in req.prompts]
+    return await _serve(request, prompts, req.options, CompletionShape(model), started,
+                        default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS, prompt_param="prompt")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    req = parse_chat_request(await read_json_object(request), max_n=request.app[CONFIG].max_n)
+    model = served_model(request.app, req.options.model)
+    prompts = [chat_token_ids(request.app[ENGINES][0].tokenizer, req.messages)]
+    return await _serve(request, prompts, req.options, ChatShape(model), started,
+                        default_max_tokens=None, prompt_param="messages")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    engine = request.app[ENGINES][0]
+    name = served_model(request.app, None)
+    return web.json_response({"object": "list", "data": [{
+        "id": name, "object": "model", "created": 0, "owned_by": "parrot",
+        "root": engine.model_name, "max_model_len": engine.max_model_len}]})
+
+
+def served_model(app: web.Application, requested: str | None) -> str:
+    """The name the server answers to; 404 for any other requested model."""
+    name = app[CONFIG].served_model_name or app[ENGINES][0].model_name
+    if requested is not None and requested != name:
+        raise ApiError(f"The model '{requested}' does not exist (this server serves '{name}')",
+                       param="model", status=404, code="model_not_found")
+    return name
+
+
+def pick_engine(engines: list[Engine], prompt: list[int]) -> Engine:
+    """Prefix affinity: prompts with the same leading tokens share an engine's cache."""
+    if len(engines) == 1:
+        return engines[0]
+    key = zlib.crc32(repr(prompt[:AFFINITY_TOKENS]).encode())
+    return engines[key % len(engines)]
+
+
+async def _serve(request: web.Request, prompts: list[list[int]], options: GenerationOptions,
+                 shape: Any, started: float, *, default_max_tokens: int | None,
+                 prompt_param: str) -> web.StreamResponse:
+    engine = pick_engine(request.app[ENGINES], prompts[0])
+    max_tokens = [fit_max_tokens(options.max_tokens, len(p), engine.max_model_len,
+                                 default=default_max_tokens, prompt_param=prompt_param,
+                                 tokens_param=options.max_tokens_field) for p in prompts]
+    for limit in max_tokens:
+        options.sampling_for(limit, 0)  # surface min_tokens > max_tokens before any work
+
+    def sampling_for(prompt_index: int, choice: int):
+        return options.sampling_for(max_tokens[prompt_index], choice)
+
+    stream = request.app[METRICS].timed(
+        generate_choices(engine, prompts, options.n, sampling_for), started)
+    tally = Tally(len(prompts) * options.n, options.n)
+    if options.stream:
+        return await stream_sse(request, stream, shape, tally, options.include_usage)
+    async with aclosing(stream):
+        async for index, chunk in stream:
+            tally.add(index, chunk)
+    return web.json_response(shape.response(tally))

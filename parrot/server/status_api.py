@@ -1,0 +1,54 @@
+"""Handlers that report on the server: /health, /metrics, /v1/parrot/engine_stats."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from parrot.server.keys import ENGINES, METRICS
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    stats = [engine.stats() for engine in request.app[ENGINES]]
+    return web.Response(text=request.app[METRICS].render(stats),
+                        content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def engine_stats(request: web.Request) -> web.Response:
+    """Every engine's stats under "engines", and their numeric totals at the top level."""
+    per_engine = [stats_to_json(engine.stats()) for engine in request.app[ENGINES]]
+    return web.json_response({**sum_numeric(per_engine), "engines": per_engine})
+
+
+def stats_to_json(stats: Any) -> dict[str, Any]:
+    raw = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)} \
+        if dataclasses.is_dataclass(stats) else dict(stats)
+    return {k: _jsonable(v) for k, v in raw.items()}
+
+
+def sum_numeric(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                totals[k] = totals.get(k, 0) + v
+    return totals
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        return stats_to_json(value)
+    if isinstance(value, Iterable):
+        return [_jsonable(v) for v in value]
+    return str(value)

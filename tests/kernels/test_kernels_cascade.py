@@ -1,0 +1,127 @@
+"""Cascade attention: group detection, levels, merging, and equality with plain attention."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from kernels_reference import BlockPool, forked_batch, random_cache, reference_attention
+from parrot_kernels import AttentionBatch, TorchAttentionBackend, find_groups, merge_state, plan_cascade
+
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
+HEAD_DIM = 32
+
+
+def run_both(batch, cache, num_q_heads, seed=1):
+    """Cascade and plain backends on the same random q/k/v. Returns (cascade, plain, q)."""
+    gen = torch.Generator().manual_seed(seed)
+    num_kv_heads, dtype = cache.shape[4], cache.dtype
+    T = batch.num_tokens
+    q, k, v = (torch.randn(T, h, HEAD_DIM, generator=gen).to(dtype) for h in (num_q_heads, num_kv_heads, num_kv_heads))
+    outs = []
+    for enable in (True, False):
+        backend = TorchAttentionBackend(cache, enable_cascade=enable)
+        backend.prepare(batch)
+        assert backend.is_cascade_step == enable
+        outs.append(backend.forward(q, k, v, 0))
+    return outs[0], outs[1], q
+
+
+def check(batch, cache, num_q_heads, dtype):
+    cascade, plain, q = run_both(batch, cache, num_q_heads)
+    ref, _ = reference_attention(q, cache[0], batch)
+    assert not torch.isnan(cascade).any()
+    assert (cascade.double() - ref).abs().max() < TOLERANCE[dtype]
+    assert (cascade.double() - plain.double()).abs().max() < TOLERANCE[dtype]
+
+
+def two_level_tree(bs):
+    # system prompt (2 blocks) -> 3 decodes + 1 fork prefilling 5 tokens; + an unrelated pair
+    return [
+        (2 * bs, [(7, 1), (bs + 3, 1), (1, 1), (9, 5)]),
+        (bs, [(2, 1), (bs, 1)]),
+    ]
+
+
+def three_level_tree(bs):
+    # system prompt -> two documents -> requests; one request right on the document edge
+    return [
+        (bs, [
+            (2 * bs, [(5, 1), (1, 1), (bs + 2, 3)]),
+            (bs, [(4, 1), (3, 2)]),
+            (6, 1),
+        ]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group", [1, 3, 4, 8])
+@pytest.mark.parametrize("block_size", [1, 16])
+@pytest.mark.parametrize("tree", [two_level_tree, three_level_tree])
+def test_cascade_matches_reference_and_plain(dtype, group, block_size, tree):
+    rng = random.Random(group + block_size)
+    batch = forked_batch(tree(block_size), block_size, BlockPool(300, rng))
+    cache = random_cache(1, 300, block_size, 2, HEAD_DIM, dtype, seed=group)
+    check(batch, cache, 2 * group, dtype)
+
+
+def test_levels_of_three_level_tree():
+    bs = 4
+    batch = forked_batch(three_level_tree(bs), bs, BlockPool(100, random.Random(0)))
+    plan = plan_cascade(batch, bs)
+    shape = sorted((g.level, sorted(g.seq_ids), g.start_block, g.blocks.numel()) for g in plan.groups)
+    assert shape == [(0, [0, 1, 2, 3, 4, 5], 0, 1), (1, [0, 1, 2], 1, 2), (1, [3, 4], 1, 1)]
+    assert plan.num_levels == 3
+    assert plan.shared_depths == [3, 3, 3, 2, 2, 1]
+    assert all(L >= q for q, L in zip(plan.private_batch.q_lens, plan.private_batch.kv_lens))
+
+
+def test_prefix_ending_mid_block_stays_private():
+    # A has 40 tokens; B shares A's first two blocks but its new token (position 19) lies
+    # in the second, partially filled one: only block 0 may be shared by both.
+    bs = 16
+    batch = AttentionBatch(q_lens=[1, 1, 4], kv_lens=[40, 20, 20], block_tables=[[3, 5, 8], [3, 5], [3, 9]])
+    plan = plan_cascade(batch, bs)
+    assert [(sorted(g.seq_ids), g.blocks.tolist()) for g in plan.groups] == [([0, 1, 2], [3])]
+    assert plan.private_batch.block_tables == [[5, 8], [5], [9]]
+    for dtype in (torch.float32, torch.bfloat16):
+        check(batch, random_cache(1, 10, bs, 2, HEAD_DIM, dtype), 6, dtype)
+
+
+def test_fork_prefill_is_causal_within_private_part():
+    # Two forks of a 32-token prefix each prefill 20 tokens spanning two new blocks.
+    bs = 16
+    batch = forked_batch([(2 * bs, [(20, 20), (20, 20), (3, 1)])], bs, BlockPool(40, random.Random(1)))
+    plan = plan_cascade(batch, bs)
+    assert [g.blocks.numel() for g in plan.groups] == [2]
+    check(batch, random_cache(1, 40, bs, 1, HEAD_DIM, torch.float32), 4, torch.float32)
+
+
+def test_groups_need_two_sequences_and_threshold():
+    assert find_groups([[1, 2], [1, 3], [4]]) == [(0, [0, 1], 0, 1)]
+    assert find_groups([[1, 2], [5, 6]]) == []
+    batch = AttentionBatch([1, 1], [9, 9], [[0, 1, 2], [0, 1, 3]])
+    assert plan_cascade(batch, 4, min_blocks=3).groups == []
+    assert len(plan_cascade(batch, 4, min_blocks=2).groups) == 1
+    assert plan_cascade(batch, 4, min_seqs=3).groups == []
+
+
+def test_merge_state_with_empty_parts_has_no_nan():
+    o = torch.randn(3, 2, 4)
+    lse = torch.randn(3, 2)
+    empty_o, empty_lse = torch.full_like(o, float("nan")), torch.full_like(lse, float("-inf"))
+    merged, merged_lse = merge_state(o, lse, empty_o.nan_to_num(), empty_lse)
+    assert torch.allclose(merged, o) and torch.equal(merged_lse, lse)
+    both, both_lse = merge_state(torch.zeros_like(o), empty_lse, torch.zeros_like(o), empty_lse)
+    assert not torch.isnan(both).any() and torch.isinf(both_lse).all()
+
+
+def test_merge_state_equals_joint_softmax():
+    scores, values = torch.randn(5, 10, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    joint = torch.softmax(scores, -1) @ values
+    parts = [(torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)) for s, v in
+             ((scores[:, :4], values[:4]), (scores[:, 4:], values[4:]))]
+    merged, lse = merge_state(parts[0][0][:, None], parts[0][1][:, None], parts[1][0][:, None], parts[1][1][:, None])
+    assert torch.allclose(merged[:, 0], joint) and torch.allclose(lse[:, 0], torch.logsumexp(scores, -1))

@@ -1,0 +1,107 @@
+"""Plain paged attention (decode, prefill, mixed) and KV writes against a float64 reference."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from kernels_reference import BlockPool, private_batch, random_cache, reference_attention
+from parrot_kernels import AttentionBatch, TorchAttentionBackend, paged_attention, plan_paged, slot_mapping, write_kv
+
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
+HEAD_DIM = 32
+
+
+def run_backend(batch, cache, num_q_heads, seed=1, enable_cascade=False, layer=0):
+    """Random q/k/v for the batch's new tokens; returns (out, q, k, v, backend)."""
+    gen = torch.Generator().manual_seed(seed)
+    num_kv_heads, dtype = cache.shape[4], cache.dtype
+    T = batch.num_tokens
+    q = torch.randn(T, num_q_heads, HEAD_DIM, generator=gen).to(dtype)
+    k = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
+    v = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
+    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade)
+    backend.prepare(batch)
+    return backend.forward(q, k, v, layer), q, k, v, backend
+
+
+def max_error(out, q, cache, batch, layer=0):
+    ref, _ = reference_attention(q, cache[layer], batch)
+    assert not torch.isnan(out).any()
+    return (out.double() - ref).abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group", [1, 3, 4, 8])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_decode_ragged(dtype, group, block_size):
+    rng = random.Random(group * 100 + block_size)
+    kv_lens = [rng.randint(1, 70) for _ in range(7)]
+    pool = BlockPool(600, rng)
+    batch = private_batch([1] * 7, kv_lens, block_size, pool)
+    cache = random_cache(2, 600, block_size, 2, HEAD_DIM, dtype)
+    out, q, *_ = run_backend(batch, cache, 2 * group, layer=1)
+    assert max_error(out, q, cache, batch, layer=1) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_mixed_prefill_and_decode(dtype, group, block_size):
+    rng = random.Random(7 + group + block_size)
+    q_lens = [5, 1, 33, 1, 17, 2]
+    kv_lens = [5, 40, 50, 3, 17, 30]  # full prompts, chunked/continued prefills, decodes
+    pool = BlockPool(400, rng)
+    batch = private_batch(q_lens, kv_lens, block_size, pool)
+    cache = random_cache(1, 400, block_size, 2, HEAD_DIM, dtype)
+    out, q, *_ = run_backend(batch, cache, 2 * group)
+    assert max_error(out, q, cache, batch) < TOLERANCE[dtype]
+
+
+def test_lse_matches_reference():
+    rng = random.Random(3)
+    batch = private_batch([1, 6, 1], [20, 9, 1], 4, BlockPool(64, rng))
+    cache = random_cache(1, 64, 4, 2, HEAD_DIM, torch.float32)
+    q = torch.randn(batch.num_tokens, 6, HEAD_DIM)
+    plan = plan_paged(batch, 4)
+    out, lse = paged_attention(q, cache[0, 0], cache[0, 1], plan, return_lse=True)
+    ref_out, ref_lse = reference_attention(q, cache[0], batch)
+    assert (out.double() - ref_out).abs().max() < 1e-4
+    assert (lse.double() - ref_lse).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_backend_writes_kv_at_slots(block_size):
+    rng = random.Random(5)
+    batch = private_batch([3, 1, 4], [3, 20, 40], block_size, BlockPool(100, rng))
+    cache = torch.zeros(2, 2, 100, block_size, 2, HEAD_DIM)
+    _, _, k, v, _ = run_backend(batch, cache, 4, layer=1)
+    row = 0
+    for q_len, kv_len, table in zip(batch.q_lens, batch.kv_lens, batch.block_tables):
+        for i, pos in enumerate(range(kv_len - q_len, kv_len)):
+            block, offset = table[pos // block_size], pos % block_size
+            assert torch.equal(cache[1, 0, block, offset], k[row + i])
+            assert torch.equal(cache[1, 1, block, offset], v[row + i])
+        row += q_len
+    assert cache[0].abs().sum() == 0  # other layers untouched
+    assert (cache[1, 0].abs().sum(dim=(-1, -2)) != 0).sum() == batch.num_tokens  # nothing else
+
+
+def test_slot_mapping_and_write_kv():
+    batch = AttentionBatch(q_lens=[2, 1], kv_lens=[5, 3], block_tables=[[7, 2], [4]])
+    slots = slot_mapping(batch, block_size=4)
+    assert slots.tolist() == [7 * 4 + 3, 2 * 4 + 0, 4 * 4 + 2]
+    k_cache = torch.zeros(8, 4, 1, 2)
+    v_cache = torch.zeros(8, 4, 1, 2)
+    k = torch.arange(6.0).view(3, 1, 2)
+    write_kv(k_cache, v_cache, k, -k, slots)
+    assert torch.equal(k_cache[2, 0], k[1]) and torch.equal(v_cache[4, 2], -k[2])
+
+
+def test_check_integrity_rejects_short_block_table():
+    with pytest.raises(ValueError):
+        AttentionBatch([1], [17], [[0]]).check_integrity(block_size=16)
+    with pytest.raises(ValueError):
+        AttentionBatch([3], [2], [[0]]).check_integrity(block_size=16)
