@@ -1,32 +1,27 @@
 """parrot_kernels: attention over Parrot's paged KV cache (tensors in, tensors out).
 
 GPU libraries (FlashInfer) are imported lazily, so this package imports on CPU-only machines.
+All log-sum-exps are base e; FlashInfer's are base 2.
 """
 
+from .attention_ops import causal_mask, decode_attention, prefill_attention, visible_attention
 from .backend import AttentionBackend, TorchAttentionBackend, make_backend
 from .batch import AttentionBatch
 from .cascade import CascadeGroup, CascadePlan, cascade_attention, find_groups, merge_state, plan_cascade
-from .paged_attention import (
-    causal_mask,
-    decode_attention,
-    dense_attention,
-    paged_attention,
-    plan_paged,
-    prefill_attention,
-    slot_mapping,
-    write_kv,
-)
+from .paged_attention import BufferPool, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
 
 __all__ = [
     "AttentionBackend",
     "AttentionBatch",
+    "BufferPool",
     "CascadeGroup",
     "CascadePlan",
+    "GatherWorkspace",
+    "PagedPlan",
     "TorchAttentionBackend",
     "cascade_attention",
     "causal_mask",
     "decode_attention",
-    "dense_attention",
     "find_groups",
     "make_backend",
     "merge_state",
@@ -35,5 +30,6 @@ __all__ = [
     "plan_paged",
     "prefill_attention",
     "slot_mapping",
+    "visible_attention",
     "write_kv",
 ]

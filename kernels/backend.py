@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .batch import AttentionBatch
 from .cascade import CascadePlan, cascade_attention, plan_cascade
-from .paged_attention import PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
+from .paged_attention import BufferPool, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
 
 
 class AttentionBackend(Protocol):
@@ -34,6 +34,7 @@ class TorchAttentionBackend:
     With `enable_cascade`, a step where >= `cascade_min_seqs` sequences share
     >= `cascade_min_blocks` whole leading blocks runs multi-level cascade attention,
     reading each shared prefix once per group; otherwise batched paged attention.
+    `use_fused=False` swaps torch's fused CPU attention kernel for the plain bmm path.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class TorchAttentionBackend:
         enable_cascade: bool = True,
         cascade_min_seqs: int = 2,
         cascade_min_blocks: int = 1,
+        use_fused: bool = True,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError(f"kv_cache must be [layers, 2, blocks, block_size, Hkv, D], got {tuple(kv_cache.shape)}")
@@ -50,10 +52,13 @@ class TorchAttentionBackend:
         self.enable_cascade = enable_cascade
         self.cascade_min_seqs = cascade_min_seqs
         self.cascade_min_blocks = cascade_min_blocks
+        self.use_fused = use_fused  # torch's fused CPU attention kernel; False: bmm reference path
         self._slots: Tensor | None = None  # [T] long: cache slot of each new token
         self._plan: PagedPlan | None = None  # plain plan, or the cascade's private level
         self._cascade: CascadePlan | None = None  # set when this step runs cascade
-        self._workspace: tuple[Tensor, Tensor] | None = None  # decode gather buffers
+        self._workspace: GatherWorkspace | None = None  # decode gather buffers, reused per layer
+        self._shared_workspace: GatherWorkspace | None = None  # cascade shared-block buffers
+        self._pool = BufferPool()  # the workspaces' memory, kept across steps
 
     @property
     def is_cascade_step(self) -> bool:
@@ -71,16 +76,14 @@ class TorchAttentionBackend:
             self._plan = cascade.private
         else:
             self._plan = plan_paged(batch, self.block_size, device)
-        self._workspace = self._decode_workspace(self._plan)
-
-    def _decode_workspace(self, plan: PagedPlan) -> tuple[Tensor, Tensor] | None:
-        """Gather buffers for batched decode, allocated once per step and reused by every
-        layer (on CPU a fresh 100 MB allocation per layer costs more than the gather)."""
-        if plan.decode is None:
-            return None
-        shape = (plan.decode.blocks.numel(),) + tuple(self.kv_cache.shape[3:])
-        opts = dict(dtype=self.kv_cache.dtype, device=self.kv_cache.device)
-        return torch.empty(shape, **opts), torch.empty(shape, **opts)
+        layer_cache, decode = self.kv_cache[0, 0], self._plan.decode
+        # Plain decode computes in the cache dtype; a cascade's private level in float32.
+        decode_dtype = torch.float32 if self._cascade else layer_cache.dtype
+        self._workspace = None
+        if decode is not None:
+            self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, decode_dtype, self._pool, "decode")
+        shared = self._cascade.shared_blocks.numel() if self._cascade else 0
+        self._shared_workspace = GatherWorkspace(shared, layer_cache, None, self._pool, "shared") if shared else None
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         if self._slots is None:
@@ -91,9 +94,11 @@ class TorchAttentionBackend:
         write_kv(k_cache, v_cache, k, v, self._slots)
         q_cache = q.to(k_cache.dtype)
         if self._cascade is not None:
-            out = cascade_attention(q_cache, k_cache, v_cache, self._cascade, self._workspace)
+            out = cascade_attention(
+                q_cache, k_cache, v_cache, self._cascade, self._workspace, self._shared_workspace, self.use_fused
+            )
         else:
-            out = paged_attention(q_cache, k_cache, v_cache, self._plan, workspace=self._workspace)
+            out = paged_attention(q_cache, k_cache, v_cache, self._plan, False, self._workspace, self.use_fused)
         return out.to(q.dtype)
 
 

@@ -15,8 +15,10 @@ class AttentionBatch:
       * `1 <= q_lens[i] <= kv_lens[i]`: kv_lens counts the new tokens too, and the
         new tokens are the last `q_lens[i]` KV positions of sequence i;
       * `block_tables[i]` holds at least `ceil(kv_lens[i] / block_size)` physical block
-        ids (extra trailing ids, e.g. preallocated blocks, are ignored); KV position p of sequence i lives at block `block_tables[i][p // block_size]`,
-        offset `p % block_size`. Sequences may share leading block ids (forks, prefix cache).
+        ids (extra trailing ids, e.g. preallocated blocks, are ignored); KV position p of
+        sequence i lives at block `block_tables[i][p // block_size]`, offset `p % block_size`;
+      * sequences may share leading block ids (forks, prefix cache): shared ids hold
+        identical K/V for every sequence whose context covers them.
     """
 
     q_lens: list[int]

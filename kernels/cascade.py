@@ -4,8 +4,8 @@ Sequences whose block tables start with the same physical block ids share that p
 K/V. The prefix tree of block tables gives the levels: level 0 is the outermost shared run
 (e.g. a system prompt), level 1 a run shared by a subgroup (e.g. a document), ...; the last,
 private level is each sequence's own suffix. Each group's queries attend to the group's
-shared blocks in one bmm per group (the shared K/V is read once per group, not once per
-request); the partial outputs are merged by log-sum-exp.
+shared blocks in one kernel call per group (the shared K/V is read once per group, not
+once per request); the partial outputs are merged by log-sum-exp.
 
 Only blocks strictly before every new token of a member are shareable
 (`(kv_len - q_len) // block_size` blocks): a block holding a new token, or a partially
@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .batch import AttentionBatch
-from .paged_attention import PagedPlan, dense_attention, gather_kv, paged_attention, plan_paged
+from .attention_ops import visible_attention
+from .paged_attention import GatherWorkspace, PagedPlan, paged_attention, plan_paged
 
 
 class CascadeGroup(NamedTuple):
@@ -33,19 +34,42 @@ class CascadeGroup(NamedTuple):
     seq_ids: list[int]  # batch indices, in DFS (lexicographic block-table) order
     start_block: int  # index in the block tables where the shared run starts
     blocks: Tensor  # [num_shared_blocks] long: the shared physical block ids
-    rows: Tensor  # [M] long: query rows of every member sequence
+    rows: Tensor  # [M] long, ascending: query rows of every member sequence
+    offset: int  # where `blocks` start in CascadePlan.shared_blocks
 
 
 class CascadePlan(NamedTuple):
+    """One step's levels. Per sequence: the blocks of its groups, outermost first, then its
+    private blocks, are exactly its block table (see check_integrity)."""
+
     groups: list[CascadeGroup]  # sorted by level, outermost first
+    shared_blocks: Tensor  # [sum of group sizes] long: every group's blocks, concatenated
     shared_depths: list[int]  # per sequence: number of leading blocks covered by groups
-    private: PagedPlan  # each sequence's suffix table[shared_depth:]
-    private_batch: AttentionBatch
+    private: PagedPlan  # the private level: each sequence's suffix table[shared_depth:]
+    private_batch: AttentionBatch  # the batch the private plan was made from
 
     @property
     def num_levels(self) -> int:
         """Shared levels plus the private level."""
         return 1 + (max(g.level for g in self.groups) + 1 if self.groups else 0)
+
+    def check_integrity(self, batch: AttentionBatch, block_size: int) -> None:
+        """Raise AssertionError unless the levels tile every sequence's KV exactly once,
+        shared blocks precede all new tokens, and each group lists its members' queries."""
+        starts, covered = batch.query_starts(), [[] for _ in range(batch.num_seqs)]
+        for group in self.groups:
+            assert len(group.seq_ids) >= 2 and group.blocks.numel() >= 1
+            rows = [r for i in group.seq_ids for r in range(starts[i], starts[i] + batch.q_lens[i])]
+            assert sorted(rows) == group.rows.tolist()
+            for i in group.seq_ids:
+                assert len(covered[i]) == group.start_block
+                covered[i] += group.blocks.tolist()
+        for i, (q_len, kv_len, table) in enumerate(zip(batch.q_lens, batch.kv_lens, batch.block_tables)):
+            depth = self.shared_depths[i]
+            assert len(covered[i]) == depth and depth * block_size <= kv_len - q_len
+            num_blocks = -(-kv_len // block_size)
+            assert covered[i] + self.private_batch.block_tables[i][: num_blocks - depth] == table[:num_blocks]
+            assert self.private_batch.kv_lens[i] == kv_len - depth * block_size
 
 
 def shareable_prefixes(batch: AttentionBatch, block_size: int) -> list[list[int]]:
@@ -105,18 +129,20 @@ def plan_cascade(
     for _, ids, _, end in found:
         for i in ids:
             depths[i] = max(depths[i], end)
-    starts = batch.query_starts()
-    groups = [
-        CascadeGroup(level, ids, start, _long(prefixes[ids[0]][start:end], device),
-                     _long([r for i in ids for r in range(starts[i], starts[i] + batch.q_lens[i])], device))
-        for level, ids, start, end in found
-    ]
+    groups, offset, starts = [], 0, batch.query_starts()
+    for level, ids, start, end in found:
+        rows = sorted(r for i in ids for r in range(starts[i], starts[i] + batch.q_lens[i]))
+        blocks = _long(prefixes[ids[0]][start:end], device)
+        groups.append(CascadeGroup(level, ids, start, blocks, _long(rows, device), offset))
+        offset += end - start
+    shared_blocks = torch.cat([g.blocks for g in groups]) if groups else _long([], device)
     private_batch = AttentionBatch(
         list(batch.q_lens),
         [kv_len - d * block_size for kv_len, d in zip(batch.kv_lens, depths)],
         [table[d:] for table, d in zip(batch.block_tables, depths)],
     )
-    return CascadePlan(groups, depths, plan_paged(private_batch, block_size, device), private_batch)
+    private = plan_paged(private_batch, block_size, device)
+    return CascadePlan(groups, shared_blocks, depths, private, private_batch)
 
 
 def _long(values: list[int], device) -> Tensor:
@@ -138,18 +164,34 @@ def merge_state(o_a: Tensor, lse_a: Tensor, o_b: Tensor, lse_b: Tensor) -> tuple
 
 def cascade_attention(
     q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: CascadePlan,
-    workspace: tuple[Tensor, Tensor] | None = None,
+    private_workspace: GatherWorkspace | None = None,
+    shared_workspace: GatherWorkspace | None = None,
+    use_fused: bool = True,
 ) -> Tensor:
     """q: [T, Hq, D] -> [T, Hq, D]. K/V caches: [num_blocks, block_size, Hkv, D].
 
-    Private level first (batched paged attention with LSE), then each shared group's
-    queries against its blocks, merged in float32."""
-    out, lse = paged_attention(q.float(), k_cache, v_cache, plan.private, return_lse=True, workspace=workspace)
+    Private level first (batched paged attention, float32, with lse), then every group's
+    shared blocks gathered in one pass and each group's queries attended against its
+    blocks in one kernel call, merged in float32. Workspaces: reusable gather buffers for
+    the private decode blocks (float32) and for `plan.shared_blocks` (cache dtype).
+    """
+    out, lse = paged_attention(
+        q.float(), k_cache, v_cache, plan.private, True, private_workspace, use_fused
+    )
+    if not plan.groups:
+        return out.to(q.dtype)
+    shared_workspace = shared_workspace or GatherWorkspace(plan.shared_blocks.numel(), k_cache)
+    k_all, v_all = shared_workspace.gather(k_cache, v_cache, plan.shared_blocks)
+    k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]
     block_size = k_cache.shape[1]
     for group in plan.groups:
-        k, v = gather_kv(k_cache, v_cache, group.blocks, group.blocks.numel() * block_size)
-        o_g, lse_g = dense_attention(q.index_select(0, group.rows).float(), k, v)  # no mask
-        o_m, lse_m = merge_state(out.index_select(0, group.rows), lse.index_select(0, group.rows), o_g, lse_g)
+        tokens = slice(group.offset * block_size, (group.offset + group.blocks.numel()) * block_size)
+        if group.rows.numel() == q.shape[0]:  # the whole batch (rows ascending: 0..T-1)
+            o_g, lse_g = visible_attention(q, k_all[tokens], v_all[tokens], use_fused)
+            out, lse = merge_state(out, lse, o_g.float(), lse_g)
+            continue
+        o_g, lse_g = visible_attention(q.index_select(0, group.rows), k_all[tokens], v_all[tokens], use_fused)
+        o_m, lse_m = merge_state(out.index_select(0, group.rows), lse.index_select(0, group.rows), o_g.float(), lse_g)
         out.index_copy_(0, group.rows, o_m)
         lse.index_copy_(0, group.rows, lse_m)
     return out.to(q.dtype)

@@ -1,9 +1,7 @@
-"""Paged attention in plain torch ops: KV writes, decode and prefill over a paged cache.
+"""Paged KV cache plumbing: per-step plans, KV writes, block gathers, and the dispatch of
+a batch's sequences to batched decode or per-sequence prefill (see attention_ops).
 
 Per-layer cache views: `k_cache`, `v_cache`: [num_blocks, block_size, num_kv_heads, head_dim].
-GQA: query head i reads kv head `i // g` with `g = num_q_heads // num_kv_heads`.
-Softmax scale is 1/sqrt(head_dim). Every log-sum-exp here is in base e (natural log) and
-float32; FlashInfer's is base 2 (lse_e = lse_2 * ln 2).
 """
 
 from __future__ import annotations
@@ -14,9 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .attention_ops import decode_attention, prefill_attention, prefill_attention_sdpa
 from .batch import AttentionBatch
-
-PREFILL_QUERY_CHUNK = 512  # query rows per score matrix on the LSE path (bounds memory)
 
 
 class DecodePlan(NamedTuple):
@@ -24,7 +21,7 @@ class DecodePlan(NamedTuple):
 
     rows: Tensor  # [B] long: query row of each decode sequence
     blocks: Tensor  # [B * max_blocks] long: padded block tables, flattened (pad id 0)
-    mask: Tensor  # [B, 1, max_blocks * block_size] bool: True where kv position < kv_len
+    is_padding: Tensor | None  # [B, max_blocks * block_size] bool: kv position >= kv_len (None: none)
     max_blocks: int
 
 
@@ -82,36 +79,51 @@ def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
         table = batch.block_tables[i][: -(-kv_lens[row] // block_size)]
         padded[row, : len(table)] = torch.tensor(table, dtype=torch.long)
     positions = torch.arange(max_blocks * block_size)
-    mask = positions[None, :] < torch.tensor(kv_lens)[:, None]  # [B, max_blocks * block_size]
+    is_padding = positions[None, :] >= torch.tensor(kv_lens)[:, None]  # [B, max_blocks * block_size]
+    is_padding = is_padding.to(device) if is_padding.any() else None
     rows = torch.tensor([starts[i] for i in seq_ids], dtype=torch.long)
-    return DecodePlan(rows.to(device), padded.flatten().to(device), mask[:, None].to(device), max_blocks)
+    return DecodePlan(rows.to(device), padded.flatten().to(device), is_padding, max_blocks)
 
 
 def paged_attention(
     q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: PagedPlan, return_lse: bool = False,
-    workspace: tuple[Tensor, Tensor] | None = None,
+    workspace: GatherWorkspace | None = None, use_fused: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of the new tokens over their sequences' paged KV (already written).
 
-    q: [T, Hq, D] -> out [T, Hq, D] (q's dtype), and lse [T, Hq] float32 if return_lse.
-    workspace: optional decode gather buffers (see `decode_attention`).
+    q: [T, Hq, D] -> out [T, Hq, D] (q's dtype), and lse [T, Hq] float32 (base e) if
+    return_lse. Decode sequences run as one batch; prefills one by one (compute-bound).
+    workspace: the decode gather buffers, reused across layers (made here if None).
     """
+    if plan.decode is not None and not plan.prefills:  # pure decode: rows are 0..T-1 in order
+        out, lse = _batched_decode(q, k_cache, v_cache, plan.decode, workspace, use_fused)
+        return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device) if return_lse else None
     if plan.decode is not None:
-        d = plan.decode
-        o, l = decode_attention(q.index_select(0, d.rows), k_cache, v_cache, d, workspace)
-        out.index_copy_(0, d.rows, o)
+        rows = plan.decode.rows
+        o, l = _batched_decode(q.index_select(0, rows), k_cache, v_cache, plan.decode, workspace, use_fused)
+        out.index_copy_(0, rows, o.to(q.dtype))
         if lse is not None:
-            lse.index_copy_(0, d.rows, l)
+            lse.index_copy_(0, rows, l)
     for seq in plan.prefills:
         rows = slice(seq.row_start, seq.row_start + seq.q_len)
         k, v = gather_kv(k_cache, v_cache, seq.blocks, seq.kv_len)
         if lse is None:
             out[rows] = prefill_attention_sdpa(q[rows], k, v)
         else:
-            out[rows], lse[rows] = prefill_attention(q[rows], k, v)
+            o, lse[rows] = prefill_attention(q[rows], k, v, use_fused)
+            out[rows] = o.to(q.dtype)
     return (out, lse) if return_lse else out
+
+
+def _batched_decode(q, k_cache, v_cache, plan: DecodePlan, workspace, use_fused) -> tuple[Tensor, Tensor]:
+    """q: [B, Hq, D], the decode sequences' queries -> out [B, Hq, D], lse [B, Hq]."""
+    workspace = workspace or GatherWorkspace(plan.blocks.numel(), k_cache, q.dtype)
+    k, v = workspace.gather(k_cache, v_cache, plan.blocks)  # [B * max_blocks, block_size, Hkv, D]
+    num_seqs = q.shape[0]
+    k, v = k.view(num_seqs, -1, *k.shape[2:]), v.view(num_seqs, -1, *v.shape[2:])  # [B, L_max, Hkv, D]
+    return decode_attention(q, k, v, plan.is_padding, use_fused)
 
 
 def gather_kv(k_cache: Tensor, v_cache: Tensor, blocks: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:
@@ -122,97 +134,52 @@ def gather_kv(k_cache: Tensor, v_cache: Tensor, blocks: Tensor, kv_len: int) -> 
     return k, v
 
 
-def decode_attention(
-    q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: DecodePlan,
-    workspace: tuple[Tensor, Tensor] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Batched decode: gather padded K/V once, then one masked bmm per kv head.
+class BufferPool:
+    """Grow-only scratch buffers by name, kept across steps: after the first steps no
+    gather buffer is allocated (or page-faulted in) again."""
 
-    q: [B, Hq, D] -> (out [B, Hq, D], lse [B, Hq] float32).
-    workspace: optional preallocated gather buffers [B * max_blocks, block_size, Hkv, D]
-    (reused across layers: fresh 100 MB allocations cost more than the gather itself).
+    def __init__(self) -> None:
+        self._flat: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
+        numel = math.prod(shape)
+        flat = self._flat.get(name)
+        if (
+            flat is None or flat.numel() < numel or flat.dtype != dtype or flat.device != torch.device(device)
+            # an inference tensor cannot be written outside inference mode (and vice versa)
+            or flat.is_inference() != torch.is_inference_mode_enabled()
+        ):
+            flat = self._flat[name] = torch.empty(numel, dtype=dtype, device=device)
+        return flat[:numel].view(shape)
+
+
+class GatherWorkspace:
+    """Buffers for gathering K/V blocks (a decode batch, cascade groups), made once per step
+    and reused by every layer: on CPU a fresh 100 MB allocation per layer costs more, in
+    page faults, than the gather itself. With a `pool`, buffers also live across steps.
+
+    Blocks are gathered in the cache's dtype, then (if `dtype` differs, e.g. float32 for
+    a cascade's private level over a bf16 cache) converted in one contiguous pass.
     """
-    num_seqs, num_q_heads, head_dim = q.shape
-    num_kv_heads, q_dtype = k_cache.shape[2], q.dtype
-    k_buf, v_buf = workspace if workspace is not None else (None, None)
-    k = torch.index_select(k_cache, 0, plan.blocks, out=k_buf) if k_buf is not None else k_cache.index_select(0, plan.blocks)
-    v = torch.index_select(v_cache, 0, plan.blocks, out=v_buf) if v_buf is not None else v_cache.index_select(0, plan.blocks)
-    k = k.view(num_seqs, -1, num_kv_heads, head_dim)  # [B, L_max, Hkv, D]
-    v = v.view(num_seqs, -1, num_kv_heads, head_dim)
-    group = num_q_heads // num_kv_heads
-    q = (q.float() * (1.0 / math.sqrt(head_dim))).view(num_seqs, num_kv_heads, group, head_dim)
-    outs, lses = [], []
-    for h in range(num_kv_heads):
-        # [B, g, D] @ [B, D, L_max], all in float32 (bf16 scores or probs lose ~1e-2); for
-        # float32 caches k[:, :, h] is a strided view that bmm reads without a copy.
-        scores = torch.bmm(q[:, h], k[:, :, h].float().transpose(1, 2))
-        scores.masked_fill_(~plan.mask, float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)  # [B, g]
-        probs = torch.exp(scores - lse[..., None])
-        outs.append(torch.bmm(probs, v[:, :, h].float()).to(q_dtype))  # [B, g, D]
-        lses.append(lse)
-    out = torch.stack(outs, dim=1).view(num_seqs, num_q_heads, head_dim)
-    return out, torch.stack(lses, dim=1).view(num_seqs, num_q_heads)
 
+    def __init__(
+        self, num_blocks: int, k_cache: Tensor, dtype: torch.dtype | None = None,
+        pool: BufferPool | None = None, name: str = "gather",
+    ) -> None:
+        pool = pool or BufferPool()
+        shape, device = (num_blocks,) + tuple(k_cache.shape[1:]), k_cache.device
+        self.k = pool.take(name + ".k", shape, k_cache.dtype, device)
+        self.v = pool.take(name + ".v", shape, k_cache.dtype, device)
+        self.out_k, self.out_v = self.k, self.v
+        if dtype is not None and dtype != k_cache.dtype:
+            self.out_k = pool.take(name + ".k_out", shape, dtype, device)
+            self.out_v = pool.take(name + ".v_out", shape, dtype, device)
 
-def causal_mask(q_len: int, kv_len: int, device=None) -> Tensor:
-    """Bottom-right aligned causal mask [q_len, kv_len], True = visible.
-
-    Query i sits at position kv_len - q_len + i and sees kv positions <= that.
-    """
-    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)
-    return torch.arange(kv_len, device=device)[None, :] <= q_pos[:, None]
-
-
-def prefill_attention_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """q: [Q, Hq, D], k/v: [L, Hkv, D] -> [Q, Hq, D], bottom-right causal, via torch SDPA."""
-    q_len, kv_len = q.shape[0], k.shape[0]
-    group = q.shape[1] // k.shape[1]
-    qh, kh, vh = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # heads first
-    if group > 1:
-        kh, vh = kh.repeat_interleave(group, 0), vh.repeat_interleave(group, 0)
-    if q_len == kv_len:
-        out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
-    else:
-        mask = causal_mask(q_len, kv_len, q.device)
-        out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
-    return out.transpose(0, 1)
-
-
-def prefill_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Like prefill_attention_sdpa but also returns lse [Q, Hq] (float32, base e)."""
-    q_len, kv_len = q.shape[0], k.shape[0]
-    mask = causal_mask(q_len, kv_len, q.device)
-    outs, lses = [], []
-    for start in range(0, q_len, PREFILL_QUERY_CHUNK):
-        rows = slice(start, start + PREFILL_QUERY_CHUNK)
-        o, l = dense_attention(q[rows], k, v, mask[rows])
-        outs.append(o)
-        lses.append(l)
-    return torch.cat(outs), torch.cat(lses)
-
-
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """All query rows against one contiguous K/V, one bmm per step for all heads.
-
-    q: [M, Hq, D]; k, v: [N, Hkv, D]; mask: [M, N] bool (True = visible) or None.
-    Returns out [M, Hq, D] (q's dtype) and lse [M, Hq] float32 (base e; -inf, with out 0,
-    for a row that sees nothing).
-    """
-    num_rows, num_q_heads, head_dim = q.shape
-    num_kv_heads = k.shape[1]
-    group = num_q_heads // num_kv_heads
-    # [M, Hkv, g, D] -> [Hkv, g * M, D]: every query row of a kv head in one matrix.
-    qg = (q.float() * (1.0 / math.sqrt(head_dim))).view(num_rows, num_kv_heads, group, head_dim)
-    qg = qg.permute(1, 2, 0, 3).reshape(num_kv_heads, group * num_rows, head_dim)
-    scores = torch.bmm(qg, k.float().permute(1, 2, 0))  # [Hkv, g * M, N] float32
-    if mask is not None:
-        full_mask = mask[None].expand(group, -1, -1).reshape(group * num_rows, -1)
-        scores.masked_fill_(~full_mask, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)  # [Hkv, g * M]
-    safe_lse = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
-    probs = torch.exp(scores - safe_lse[..., None])
-    out = torch.bmm(probs, v.float().transpose(0, 1)).to(q.dtype)  # [Hkv, g * M, D]
-    out = out.view(num_kv_heads, group, num_rows, head_dim).permute(2, 0, 1, 3)
-    lse = lse.view(num_kv_heads, group, num_rows).permute(2, 0, 1)
-    return out.reshape(num_rows, num_q_heads, head_dim), lse.reshape(num_rows, num_q_heads)
+    def gather(self, k_cache: Tensor, v_cache: Tensor, blocks: Tensor) -> tuple[Tensor, Tensor]:
+        """Blocks `blocks` of both caches: [len(blocks), block_size, Hkv, D] each."""
+        torch.index_select(k_cache, 0, blocks, out=self.k)
+        torch.index_select(v_cache, 0, blocks, out=self.v)
+        if self.out_k is not self.k:
+            self.out_k.copy_(self.k)
+            self.out_v.copy_(self.v)
+        return self.out_k, self.out_v

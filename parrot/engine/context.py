@@ -7,6 +7,7 @@ copy-on-write of a shared partial block, registering full blocks, release.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 from parrot.engine.block_manager import NO_HASH, BlockManager, chain_hash
@@ -24,6 +25,7 @@ class Context:
     context_id: int = field(default_factory=lambda: next(_ids))
     is_freed: bool = False
     free_pending: bool = False  # free() came while a step was computing it
+    last_used: float = field(default_factory=time.monotonic)
 
     @property
     def num_tokens(self) -> int:
@@ -117,6 +119,7 @@ class ContextTree:
     def commit(self, ctx: Context, num_new: int) -> None:
         """The step computed `num_new` more tokens: advance and register newly full blocks."""
         ctx.num_computed += num_new
+        ctx.last_used = time.monotonic()
         while len(ctx.block_hashes) < ctx.num_computed // self.bs:
             i = len(ctx.block_hashes)
             tokens = tuple(ctx.token_ids[i * self.bs:(i + 1) * self.bs])

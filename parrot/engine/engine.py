@@ -35,8 +35,9 @@ class EngineInputError(ValueError):
 
 
 class Engine:
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
         self.config = config
+        self._loaded = loaded  # a model already in memory (tests share one between engines)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parrot-engine")
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -46,8 +47,10 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------
     async def start(self) -> "Engine":
-        loaded = await asyncio.get_running_loop().run_in_executor(self._executor, load, self.config)
+        loaded = self._loaded or await asyncio.get_running_loop().run_in_executor(
+            self._executor, load, self.config)
         self._init_from(loaded)
+        self._loaded = None
         self._loop_task = asyncio.create_task(self._run(), name="parrot-engine-loop")
         return self
 

@@ -45,6 +45,7 @@ class Scheduler:
         self.running: list[Request] = []
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0
+        self.num_idle_releases = 0
 
     def add(self, req: Request) -> None:
         bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
@@ -90,7 +91,8 @@ class Scheduler:
             if n == 0:
                 return
             watermark = sum(1 for r in self.running if not r.is_fill)  # next decode blocks
-            if not self.tree.blocks.can_allocate(self.tree.num_blocks_needed(req.ctx, n) + watermark):
+            need = self.tree.num_blocks_needed(req.ctx, n) + watermark
+            if not self._make_room(need):
                 return
             self.waiting.pop(0)
             hit = self._match_prefix(req)
@@ -104,6 +106,26 @@ class Scheduler:
                 self._commit_slots(req, n, plan, budget)
             else:  # a fill found entirely in the prefix cache
                 plan.done.append(req)
+
+    def _make_room(self, num_blocks: int) -> bool:
+        """Free blocks for admission, releasing idle contexts (least recently used first).
+
+        An idle context (no request on it) keeps its tokens and recomputes its KV when
+        used again, mostly from the prefix cache; this way held contexts never deadlock
+        the pool.
+        """
+        blocks = self.tree.blocks
+        if blocks.can_allocate(num_blocks):
+            return True
+        busy = {r.ctx.context_id for r in self.running + self.waiting}
+        idle = sorted((c for c in self.tree.live.values() if c.block_table and c.context_id not in busy),
+                      key=lambda c: c.last_used)
+        for ctx in idle:
+            self.tree.release(ctx)
+            self.num_idle_releases += 1
+            if blocks.can_allocate(num_blocks):
+                return True
+        return False
 
     def _match_prefix(self, req: Request) -> int:
         ctx = req.ctx

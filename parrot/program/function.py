@@ -82,6 +82,10 @@ class SemanticFunction:
                 "inputs": inputs, "outputs": outputs, "eager": self.eager}
 
     def _check_parameters(self) -> None:
+        for p in self.template.placeholders:
+            if p.kind == INPUT and p.name not in self.signature.parameters:
+                raise TemplateError(f"{self.name}: unknown placeholder {{{{input:{p.name}}}}}: "
+                                    f"no parameter named '{p.name}'", p.line, p.col)
         names = set(self.template.inputs) | set(self.template.outputs)
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -90,10 +94,6 @@ class SemanticFunction:
             if param.name not in names:
                 raise TemplateError(f"{self.name}: parameter '{param.name}' does not appear in "
                                     "the template as {{input:...}} or {{output:...}}")
-        for p in self.template.placeholders:
-            if p.kind == INPUT and p.name not in self.signature.parameters:
-                raise TemplateError(f"{self.name}: unknown placeholder {{{{input:{p.name}}}}}: "
-                                    f"no parameter named '{p.name}'", p.line, p.col)
 
     def _output_settings(self, defaults: Output, outputs: dict[str, Output]) -> dict[str, Output]:
         for name, setting in outputs.items():

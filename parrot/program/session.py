@@ -54,6 +54,7 @@ class Session:
         self._token: str | None = None
         self._ops: list[tuple[str, dict]] = []
         self._ops_lock = threading.Lock()
+        self._is_flush_scheduled = False
         self._ids = itertools.count(1)
         self._flush_lock: asyncio.Lock | None = None
         self._error: ServerError | None = None
@@ -99,7 +100,8 @@ class Session:
         await self.background.arun(self._close())
 
     # -- building the graph (any thread; never blocks) -------------------------------------
-    def submit_call(self, fn: "SemanticFunction", bindings: dict[str, Any]) -> list[SemanticVariable]:
+    def submit_call(self, fn: "SemanticFunction",
+                    bindings: dict[str, Any]) -> list[SemanticVariable]:
         outputs = [self._new_variable(name) for name in fn.template.outputs]
         for value in bindings.values():
             self._check_owned(value)
@@ -116,7 +118,8 @@ class Session:
         self._enqueue("variables", spec)
         return sv
 
-    def join(self, items: Iterable[Any], sep: str = "\n", name: str | None = None) -> SemanticVariable:
+    def join(self, items: Iterable[Any], sep: str = "\n",
+             name: str | None = None) -> SemanticVariable:
         """A variable whose value is `sep.join(items)`, computed by the server when ready."""
         parts = list(items)
         for item in parts:
@@ -127,9 +130,19 @@ class Session:
         self._enqueue("calls", spec)
         return sv
 
+    def flush(self) -> None:
+        """Send everything queued now (normally `get`/`set`/closing do it)."""
+        self.background.run(self._flush())
+
+    async def aflush(self) -> None:
+        await self.background.arun(self._flush())
+
     def graph(self) -> dict:
         """The server's view of this session's calls and variables (debugging)."""
         return self.background.run(self._request("GET", "/graph"))
+
+    async def agraph(self) -> dict:
+        return await self.background.arun(self._request("GET", "/graph"))
 
     def _new_variable(self, name: str | None) -> SemanticVariable:
         return SemanticVariable(self, f"v{next(self._ids)}", name)
@@ -143,14 +156,16 @@ class Session:
             raise NoSessionError(f"Parrot session {self.id} is closed")
         with self._ops_lock:
             self._ops.append((kind, spec))
-        self.background.call_soon(self._flush_soon)
+            schedule, self._is_flush_scheduled = not self._is_flush_scheduled, True
+        if schedule:  # one background flush per burst of calls
+            self.background.call_soon(self._flush_soon)
 
     # -- background-loop coroutines ---------------------------------------------------------
     async def fetch(self, sv: SemanticVariable, criteria: Criteria | str,
                     timeout: float | None) -> str:
         if sv.value is not None:
             return sv.value
-        await self.flush()
+        await self._flush()
         wait = self.timeout if timeout is None else timeout
         params = {"criteria": Criteria.parse(criteria).value, "timeout": str(wait)}
         body = await self._request("GET", f"/variables/{sv.id}", params=params, timeout=wait + 30)
@@ -158,7 +173,7 @@ class Session:
         return body["value"]
 
     async def assign(self, sv: SemanticVariable, value: str) -> None:
-        await self.flush()
+        await self._flush()
         await self._request("PUT", f"/variables/{sv.id}", json_body={"value": str(value)})
         sv._resolve(str(value))
 
@@ -166,10 +181,11 @@ class Session:
         if sv.value is not None:
             yield sv.value
             return
-        await self.flush()
+        await self._flush()
         url = f"{self.url}/v1/sessions/{self.id}/variables/{sv.id}/stream"
         params = {"criteria": Criteria.parse(criteria).value}
-        async for event, data in shared_client().events(url, params=params, headers=self._headers()):
+        events = shared_client().events(url, params=params, headers=self._headers())
+        async for event, data in events:
             if event == "delta":
                 yield data["text"]
             elif event == "done":
@@ -178,7 +194,7 @@ class Session:
             elif event == "error":
                 raise ServerError.from_body(int(data.get("status", 422)), data)
 
-    async def flush(self) -> None:
+    async def _flush(self) -> None:
         """Send every queued call and variable, in order; raise the first refusal."""
         async with self._flush_lock:
             with self._ops_lock:
@@ -193,7 +209,9 @@ class Session:
                 raise self._error
 
     def _flush_soon(self) -> None:
-        task = asyncio.ensure_future(self.flush())
+        with self._ops_lock:
+            self._is_flush_scheduled = False
+        task = asyncio.ensure_future(self._flush())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # kept in _error
 
     async def _open(self) -> None:
@@ -207,10 +225,14 @@ class Session:
         if self.is_closed or self.id is None:
             return
         try:
-            await self.flush()
+            await self._flush()
         finally:
             self.is_closed = True
-            await self._request("DELETE", "")
+            try:
+                await self._request("DELETE", "")
+            except ServerError as e:
+                if e.status != 404:  # 404: the server already closed it (idle timeout)
+                    raise
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict:
         url = f"{self.url}/v1/sessions/{self.id}{path}"

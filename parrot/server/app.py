@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from parrot.manager import Manager
 from parrot.server import middlewares, native_api, openai_api, status_api
 from parrot.server.config import ServerConfig
 from parrot.server.keys import CONFIG, ENGINES, MANAGER, METRICS
@@ -26,6 +27,7 @@ def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web
     app[ENGINES] = list(engines)
     app[CONFIG] = config
     app[METRICS] = ServerMetrics()
+    app.cleanup_ctx.append(manager_lifetime)
     add_routes(app)
     return app
 
@@ -42,8 +44,6 @@ def add_routes(app: web.Application) -> None:
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:
     """The Semantic-Variable manager lives as long as the app; closing it frees its KV."""
-    from parrot.manager import Manager
-
     manager = Manager(app[ENGINES])
     app[MANAGER] = manager
     try:

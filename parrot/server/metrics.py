@@ -132,9 +132,10 @@ class ServerMetrics:
         """Pass `(index, chunk)` items through, observing TTFT, inter-token and e2e times."""
         clock = _TokenClock(self, started)
         async with aclosing(stream):
-            async for index, chunk in stream:
+            async for item in stream:
+                index, chunk = item
                 clock.tick(index, len(chunk.token_ids))
-                yield index, chunk
+                yield item
         self.e2e.observe(time.monotonic() - started)
 
 

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from parrot.server.keys import ENGINES, METRICS
 
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
@@ -16,9 +18,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     stats = [engine.stats() for engine in request.app[ENGINES]]
-    return web.Response(text=request.app[METRICS].render(stats),
-                        content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    return web.Response(body=request.app[METRICS].render(stats).encode(),
+                        headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
 
 async def engine_stats(request: web.Request) -> web.Response:

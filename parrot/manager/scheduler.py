@@ -1,0 +1,141 @@
+"""App-centric scheduling policy: order ready calls, share their prefixes, place them on engines.
+
+For the calls of one session that became ready in one pass:
+
+1. Objective -> engine priority. A call on the path of a LATENCY get runs as `Priority.LATENCY`
+   (served first, small token budget), except members of a task group (several calls feeding
+   one consumer), which run as `Priority.NORMAL` so the whole group fills one large batch and
+   finishes together; THROUGHPUT work runs as `Priority.THROUGHPUT`; eager calls nobody
+   waits for yet run as NORMAL.
+2. Order: priority, then deepest-first (longest chain of model calls still to run after this
+   one), then submission time.
+3. Prefix sharing: the first prompt segment of every ready call, and the known constant
+   beginning of every active call still waiting for inputs, go through `shared_prefixes`; each
+   branching point with a ready member becomes a shared context (one prefill, many forks),
+   kept while its known pending consumers still need it.
+4. Placement: a call forking a shared prefix runs on that prefix's engine; others go to the
+   least-loaded engine.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from parrot.engine.sampling_params import Priority
+from parrot.manager.call import Call
+from parrot.manager.graph import Graph
+from parrot.manager.objective import remaining_depth, task_group
+from parrot.manager.prefix import shared_prefixes
+from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
+from parrot.program.criteria import Criteria
+
+PENDING_MARGIN = 2  # tokens dropped from a partial prompt: its end may re-tokenize
+
+
+class Assignment(NamedTuple):
+    call: Call
+    engine_index: int
+    parent: SharedPrefix | None  # fork from this shared prefix, or start a fresh context
+
+
+def engine_priority(criteria: Criteria | None, group_size: int) -> Priority:
+    if criteria == Criteria.LATENCY:
+        return Priority.NORMAL if group_size >= 2 else Priority.LATENCY
+    if criteria == Criteria.THROUGHPUT:
+        return Priority.THROUGHPUT
+    return Priority.NORMAL
+
+
+def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
+    """Deduce each call's priority and task group; return them in dispatch order."""
+    memo: dict[str, int] = {}
+    for call in calls:
+        group = task_group(graph, call)
+        call.group = group[0] if group else None
+        call.priority = int(engine_priority(call.criteria, group[1] if group else 1))
+    return sorted(calls, key=lambda c: (c.priority, -remaining_depth(graph, c, memo),
+                                        c.times["submitted"]))
+
+
+class Scheduler:
+    def __init__(self, loads: list[int], tokenize: Callable[[str], list[int]],
+                 min_shared_tokens: int = 16) -> None:
+        self.loads = loads  # in-flight work per engine, kept by the executor
+        self.tokenize = tokenize
+        self.min_shared_tokens = min_shared_tokens
+        self._reserved = [0] * len(loads)
+
+    def plan(self, graph: Graph, pool: PrefixPool, ready: list[Call],
+             waiting: list[Call]) -> list[Assignment]:
+        """Assignments for `ready` calls. `waiting` are the session's other pending model
+        calls: their known prompt beginnings shape the shared prefixes, and the active ones
+        (someone waits for them) also keep those prefixes alive until they run."""
+        self._reserved = [0] * len(self.loads)  # calls bound to new shared prefixes, this pass
+        ordered = prioritize(graph, ready)
+        prompts = [(c, self.first_prompt(graph, c)) for c in ordered]
+        partial = [(c, self.known_prompt(graph, c)) for c in waiting]
+        parents = self._share(pool, prompts, [p for p in partial if p[1]])
+        return [Assignment(call, self._place(parents[call.id]), parents[call.id])
+                for call, _ in prompts]
+
+    def first_prompt(self, graph: Graph, call: Call) -> list[int]:
+        """Tokens of the text before the call's first output (cached: values never change)."""
+        if call.first_tokens is None:
+            text = call.render(call.stages[0].pieces, graph.value_of)
+            call.first_tokens = self.tokenize(text)
+        return call.first_tokens
+
+    def known_prompt(self, graph: Graph, call: Call) -> list[int]:
+        """Tokens of the first stage up to its first missing input, minus a safety margin."""
+        text = call.known_prefix(graph.value_of)
+        if call.known_tokens is None or call.known_tokens[0] != text:
+            tokens = self.tokenize(text)
+            call.known_tokens = (text, tokens[:-PENDING_MARGIN] if len(tokens) > PENDING_MARGIN
+                                 else [])
+        return call.known_tokens[1]
+
+    def _share(self, pool: PrefixPool, ready: list[tuple[Call, list[int]]],
+               waiting: list[tuple[Call, list[int]]]) -> dict[str, SharedPrefix | None]:
+        seqs = [tokens for _, tokens in ready + waiting]
+        made: list[tuple[Any, SharedPrefix]] = []
+        for node in shared_prefixes(seqs, self.min_shared_tokens):
+            members = [i for i in node.members if i < len(ready)]
+            if members:
+                sp = self._prefix_for(pool, seqs, members, node.depth,
+                                      min(ready[i][0].priority for i in members))
+                if sp is not None:
+                    made.append((node, sp))
+        parents: dict[str, SharedPrefix | None] = {}
+        for i, (call, tokens) in enumerate(ready + waiting):
+            sp = max((sp for node, sp in made if i in node.members),
+                     key=lambda sp: len(sp.tokens), default=None)
+            if i < len(ready) and sp is None:
+                sp = pool.longest_prefix_of(tokens, len(tokens) - 1)
+            usable = sp is not None and len(sp.tokens) >= self.min_shared_tokens
+            if usable and (i < len(ready) or call.is_active):
+                pool.hold(sp, call.id)
+            parents[call.id] = sp if usable else None
+        for _, sp in made:
+            pool.discard_if_unheld(sp)
+        return parents
+
+    def _prefix_for(self, pool: PrefixPool, seqs: list[list[int]], members: list[int],
+                    depth: int, priority: int) -> SharedPrefix | None:
+        """The shared prefix for a trie node: an existing one, a new child of one, or new."""
+        depth = min([depth] + [len(seqs[i]) - 1 for i in members])  # each member fills >= 1
+        if depth < self.min_shared_tokens:
+            return None
+        tokens = seqs[members[0]][:depth]
+        base = pool.longest_prefix_of(tokens, depth)
+        if base is not None and depth - len(base.tokens) < self.min_shared_tokens:
+            return base
+        engine = base.engine_index if base is not None else self._least_loaded()
+        self._reserved[engine] += len(members)
+        return pool.create(tokens, engine, priority, base, holders=set())
+
+    def _place(self, parent: SharedPrefix | None) -> int:
+        index = parent.engine_index if parent is not None else self._least_loaded()
+        self.loads[index] += 1
+        return index
+
+    def _least_loaded(self) -> int:
+        return min(range(len(self.loads)), key=lambda i: self.loads[i] + self._reserved[i])

@@ -1,0 +1,62 @@
+"""Our torch forward equals Hugging Face transformers' (float32 logits)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parrot.engine.weights import load_hf_config, load_model
+from parrot_kernels import AttentionBatch, make_backend
+
+from .conftest import make_tiny_model
+
+
+def our_logits(model, cfg, token_ids: list[int], block_size: int = 16) -> torch.Tensor:
+    num_blocks = -(-len(token_ids) // block_size) + 1
+    kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+    backend = make_backend(kv, "cpu", enable_cascade=False)
+    backend.prepare(AttentionBatch([len(token_ids)], [len(token_ids)], [list(range(num_blocks))]))
+    ids = torch.tensor(token_ids)
+    with torch.inference_mode():
+        return model.compute_logits(model(ids, torch.arange(len(ids)), backend))
+
+
+def hf_logits(hf_model, token_ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return hf_model(torch.tensor([token_ids])).logits[0].float()
+
+
+@pytest.mark.parametrize("kind,overrides", [
+    ("llama", {}),
+    ("llama", {"num_key_value_heads": 1, "tie_word_embeddings": True}),
+    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+               "rope_theta": 500000.0}),
+    ("qwen2", {"tie_word_embeddings": False}),
+])
+def test_tiny_forward_matches_transformers(tmp_path, smollm_dir, kind, overrides):
+    path, hf = make_tiny_model(tmp_path, smollm_dir, kind, **overrides)
+    cfg = load_hf_config(path)
+    model = load_model(path, cfg, torch.float32, "cpu", 512, progress=False)
+    tokens = torch.randint(0, cfg.vocab_size, (40,)).tolist()
+    ours, theirs = our_logits(model, cfg, tokens), hf_logits(hf, tokens)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+def test_smollm_forward_matches_transformers(smollm, hf_smollm):
+    tokens = smollm.tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 3)
+    ours = our_logits(smollm.model, smollm.config, tokens)
+    theirs = hf_logits(hf_smollm, tokens)
+    assert (ours - theirs).abs().max() < 1e-3
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_converted_checkpoint_is_a_complete_hf_directory(smollm_dir):
+    import json
+
+    config = json.loads((smollm_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert "quantization_config" not in config
+    from safetensors import safe_open
+
+    with safe_open(str(smollm_dir / "model.safetensors"), framework="pt") as f:
+        assert "model.embed_tokens.weight" in f.keys()

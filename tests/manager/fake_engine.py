@@ -1,0 +1,122 @@
+"""A small in-process stand-in for `parrot.engine.Engine`, for UNIT tests only.
+
+One character is one token. Generation is a pure function of the context's tokens (so a
+fork and a fresh context give the same text, like a greedy model). It records every fill
+and generate with timestamps, counts prefilled tokens, and tracks live contexts so tests can
+check that everything is freed. Real-engine behaviour is covered by the e2e tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from parrot.engine.sampling_params import GenerationChunk, SamplingParams, Usage
+
+_ids = itertools.count(1)
+
+
+class CharTokenizer:
+    eos_token_id = 0
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+@dataclass(eq=False)
+class FakeContext:
+    token_ids: list[int] = field(default_factory=list)
+    id: int = field(default_factory=lambda: next(_ids))
+    is_freed: bool = False
+    is_busy: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class FakeStats:
+    num_prefill_tokens: int = 0
+    num_decode_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_used_blocks: int = 0
+    num_running: int = 0
+
+
+class FakeEngine:
+    def __init__(self, step_s: float = 0.002, max_model_len: int = 4096) -> None:
+        self.tokenizer = CharTokenizer()
+        self.model_name = "fake"
+        self.max_model_len = max_model_len
+        self.step_s = step_s
+        self.live: dict[int, FakeContext] = {}
+        self.log: list[tuple] = []  # (what, ctx id, n tokens, priority, time)
+        self.counters = FakeStats()
+
+    def new_context(self) -> FakeContext:
+        ctx = FakeContext()
+        self.live[ctx.id] = ctx
+        return ctx
+
+    def fork(self, parent: FakeContext) -> FakeContext:
+        assert not parent.is_freed and not parent.is_busy, "fork of a freed or busy context"
+        child = FakeContext(list(parent.token_ids))
+        self.live[child.id] = child
+        self.counters.num_cached_tokens += len(parent.token_ids)
+        return child
+
+    async def fill(self, ctx: FakeContext, token_ids: list[int], priority=1) -> None:
+        self._check_len(ctx, len(token_ids))
+        self.log.append(("fill", ctx.id, len(token_ids), int(priority), time.time()))
+        ctx.is_busy = True
+        try:
+            await asyncio.sleep(self.step_s)
+        finally:
+            ctx.is_busy = False
+        ctx.token_ids += token_ids
+        self.counters.num_prefill_tokens += len(token_ids)
+
+    async def generate(self, ctx: FakeContext, sampling: SamplingParams, priority=1):
+        self._check_len(ctx, sampling.max_tokens)
+        self.log.append(("generate", ctx.id, len(ctx.token_ids), int(priority), time.time()))
+        prompt = len(ctx.token_ids)
+        text = self.expected(ctx.token_ids, sampling.max_tokens)
+        for i, ch in enumerate(text):
+            await asyncio.sleep(self.step_s)
+            ctx.token_ids.append(ord(ch))
+            self.counters.num_decode_tokens += 1
+            last = i == len(text) - 1
+            usage = Usage(prompt, 0, len(text)) if last else None
+            yield GenerationChunk([ord(ch)], ch, "length" if last else None, usage)
+
+    def free(self, ctx: FakeContext) -> None:
+        assert not ctx.is_freed, "double free"
+        ctx.is_freed = True
+        self.live.pop(ctx.id, None)
+
+    def stats(self) -> FakeStats:
+        return FakeStats(self.counters.num_prefill_tokens, self.counters.num_decode_tokens,
+                         self.counters.num_cached_tokens, len(self.live), 0)
+
+    def check_integrity(self) -> None:
+        assert all(not c.is_freed for c in self.live.values())
+
+    @staticmethod
+    def expected(token_ids: list[int], max_tokens: int) -> str:
+        """What `generate` yields after `token_ids` (greedy-like: a function of the prompt)."""
+        digest = hashlib.sha1(bytes(str(token_ids), "utf-8")).hexdigest()
+        return (" " + digest)[:max_tokens]
+
+    def alone(self, prompt: str, max_tokens: int) -> str:
+        return self.expected(self.tokenizer.encode(prompt), max_tokens)
+
+    def _check_len(self, ctx: FakeContext, extra: int) -> None:
+        if ctx.num_tokens + extra > self.max_model_len:
+            raise ValueError(f"context of {ctx.num_tokens + extra} tokens exceeds "
+                             f"max_model_len {self.max_model_len}")

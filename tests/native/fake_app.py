@@ -1,0 +1,23 @@
+"""An app with only the native API, over FakeEngine - for UNIT tests of the HTTP layer."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from parrot.manager import Manager
+from parrot.server import middlewares, native_api
+from parrot.server.config import ServerConfig
+from parrot.server.keys import CONFIG, MANAGER
+from tests.manager.fake_engine import FakeEngine
+
+
+def make_fake_app(engines: list[FakeEngine] | None = None, **manager_kwargs) -> web.Application:
+    app = web.Application(middlewares=[middlewares.errors])
+    app[CONFIG] = ServerConfig()
+    app[MANAGER] = Manager(engines or [FakeEngine()], **manager_kwargs)
+    app.add_routes(native_api.routes)
+
+    async def close_manager(app: web.Application) -> None:
+        await app[MANAGER].close()
+
+    app.on_cleanup.append(close_manager)
+    return app
