@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from parrot.engine.config import ModelConfig
-from parrot.engine.model import LlamaModel, RotaryEmbedding
+from parrot.engine.model import LlamaModel, RotaryEmbedding, can_pack
 
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama", "mistral", "qwen2"}
 # HF name fragment -> (our fused parameter, shard index within it)
@@ -50,7 +50,10 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
     missing = set(params) - loaded
     if missing:
         raise ValueError(f"checkpoint is missing weights: {sorted(missing)[:5]}")
-    return model.to(dtype).eval()
+    model = model.to(dtype).eval()
+    if can_pack(dtype, device):
+        model.pack_weights()
+    return model
 
 
 def _iter_tensors(files):

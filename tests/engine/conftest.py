@@ -7,19 +7,6 @@ import pytest
 import torch
 
 from parrot.engine import Engine, EngineConfig
-from parrot.engine.loader import load
-from parrot.engine.model_files import resolve_model_dir
-
-
-@pytest.fixture(scope="session")
-def smollm_dir():
-    return resolve_model_dir(None)[0]
-
-
-@pytest.fixture(scope="session")
-def smollm(smollm_dir):
-    """The embedded model loaded once, in float32 (exact comparisons with transformers)."""
-    return load(EngineConfig(dtype="float32"), progress=False)
 
 
 @pytest.fixture(scope="session")
