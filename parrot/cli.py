@@ -78,10 +78,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     engine_config = engine_config_from_args(args)
     server_config = ServerConfig(served_model_name=args.served_model_name,
-                                 api_key=args.api_key or None)
+                                 api_key=args.api_key or None,
+                                 shutdown_timeout=args.shutdown_timeout)
     engine_configs = [dataclasses.replace(engine_config) for _ in range(args.num_engines)]
-    run(serve(engine_configs, server_config, args.host, args.port,
-              shutdown_timeout=args.shutdown_timeout))
+    run(serve(engine_configs, server_config, args.host, args.port))
     return 0
 
 

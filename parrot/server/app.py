@@ -1,19 +1,23 @@
 """The aiohttp application factory: state on typed keys, every route in one place."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from parrot.manager import Manager
-from parrot.server import middlewares, native_api, openai_api, status_api
+from parrot.server import middlewares, native_api, openai_api, render_api, status_api
 from parrot.server.config import ServerConfig
-from parrot.server.keys import CONFIG, ENGINES, MANAGER, METRICS
+from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER, METRICS
 from parrot.server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from parrot.engine import Engine
+
+log = logging.getLogger(__name__)
 
 
 def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web.Application:
@@ -23,10 +27,13 @@ def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web
     config = config or ServerConfig()
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[middlewares.count_requests, middlewares.errors, middlewares.api_key])
+        middlewares=[middlewares.track_in_flight, middlewares.count_requests,
+                     middlewares.errors, middlewares.api_key])
     app[ENGINES] = list(engines)
     app[CONFIG] = config
     app[METRICS] = ServerMetrics()
+    app[IN_FLIGHT] = set()
+    app.on_shutdown.append(drain_in_flight)
     app.cleanup_ctx.append(manager_lifetime)
     add_routes(app)
     return app
@@ -37,6 +44,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/v1/parrot/engine_stats", status_api.engine_stats)
+    app.router.add_post("/v1/parrot/render_chat", render_api.render_chat)
     app.router.add_get("/health", status_api.health)
     app.router.add_get("/metrics", status_api.metrics)
     app.add_routes(native_api.routes)
@@ -50,3 +58,18 @@ async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await manager.close()
+
+
+async def drain_in_flight(app: web.Application) -> None:
+    """On shutdown (new connections already refused): let running requests finish for
+    `shutdown_timeout` seconds, then cancel the rest, which frees their KV."""
+    tasks = set(app[IN_FLIGHT])
+    if not tasks:
+        return
+    log.info("waiting for %d in-flight request(s)", len(tasks))
+    _, pending = await asyncio.wait(tasks, timeout=app[CONFIG].shutdown_timeout)
+    if pending:
+        log.info("cancelling %d request(s) still running", len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)

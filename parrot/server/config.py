@@ -10,3 +10,4 @@ class ServerConfig:
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <key>`
     max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413
     max_n: int = 64  # most choices one request may ask for
+    shutdown_timeout: float = 10.0  # on shutdown, in-flight requests get this long, then cancel

@@ -69,8 +69,10 @@ async def generate_choices(engine: Engine, prompts: Sequence[list[int]], n: int,
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        run.free_all()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # even if cancelled again while waiting: free() aborts what still runs
+            run.free_all()
 
 
 async def _run_prompt(run: _Run, token_ids: list[int], prompt_index: int) -> None:
@@ -105,5 +107,5 @@ def _as_api_error(e: Exception) -> Exception:
     if isinstance(e, ExceptionGroup):
         e = e.exceptions[0]
     if isinstance(e, EngineInputError):  # too long for the context or the KV pool
-        return ApiError(str(e), code="context_length_exceeded")
+        return ApiError(str(e))
     return e

@@ -1,6 +1,7 @@
 """Typed keys for the state the server keeps on its `web.Application`."""
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -16,3 +17,4 @@ ENGINES: web.AppKey[list["Engine"]] = web.AppKey("engines")
 CONFIG: web.AppKey[ServerConfig] = web.AppKey("config")
 METRICS: web.AppKey[ServerMetrics] = web.AppKey("metrics")
 MANAGER: web.AppKey["Manager"] = web.AppKey("manager")
+IN_FLIGHT: web.AppKey[set[asyncio.Task]] = web.AppKey("in_flight")  # running handlers

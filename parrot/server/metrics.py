@@ -109,7 +109,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.requests = Metric("parrot_http_requests_total", "counter",
-                               "OpenAI API requests by endpoint and status.")
+                               "HTTP requests answered, by route and status.")
         self.ttft = Histogram("parrot_time_to_first_token_seconds",
                               "Time from request arrival to its first generated token.")
         self.itl = Histogram("parrot_inter_token_latency_seconds",

@@ -1,17 +1,30 @@
-"""Request middlewares: OpenAI-style errors, API-key check, request counting."""
+"""Request middlewares: in-flight tracking, request counting, errors, API-key check."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
 from aiohttp import web
 
 from parrot.server.errors import ApiError, error_body
-from parrot.server.keys import CONFIG, METRICS
+from parrot.server.keys import CONFIG, IN_FLIGHT, METRICS
 
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+
+
+@web.middleware
+async def track_in_flight(request: web.Request, handler) -> web.StreamResponse:
+    """Remember the running handler tasks, so shutdown can drain and then cancel them."""
+    task = asyncio.current_task()
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.add(task)
+    try:
+        return await handler(request)
+    finally:
+        in_flight.discard(task)
 
 
 @web.middleware
@@ -47,7 +60,7 @@ async def api_key(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def count_requests(request: web.Request, handler) -> web.StreamResponse:
-    """Count answered requests by route and status (outermost: sees the final status)."""
+    """Count answered requests by route and status (outside `errors`: sees the final one)."""
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

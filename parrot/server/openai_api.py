@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from parrot.engine import Engine
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default; chat defaults to the room left
-AFFINITY_TOKENS = 256  # prompts sharing this many leading tokens go to the same engine
+AFFINITY_TOKENS = 64  # prompts sharing this many leading tokens go to the same engine
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

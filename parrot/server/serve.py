@@ -16,22 +16,22 @@ from parrot.server.config import ServerConfig
 log = logging.getLogger("parrot.serve")
 
 
-async def serve(engine_configs: list[EngineConfig], config: ServerConfig, host: str, port: int,
-                *, shutdown_timeout: float = 10.0) -> None:
-    """Serve until a signal. In-flight requests get `shutdown_timeout` seconds to finish;
-    the rest are cancelled (freeing their KV) before the engines stop."""
+async def serve(engine_configs: list[EngineConfig], config: ServerConfig, host: str,
+                port: int) -> None:
+    """Serve until a signal. In-flight requests get `config.shutdown_timeout` seconds to
+    finish; the rest are cancelled (freeing their KV) before the engines stop."""
     engines: list[Engine] = []
     try:
         for engine_config in engine_configs:
             engines.append(await Engine(engine_config).start())
         runner = web.AppRunner(create_app(engines, config), handler_cancellation=True,
-                               shutdown_timeout=shutdown_timeout)
+                               shutdown_timeout=1.0)  # the app drains its own requests
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
             _log_listening(runner, engines, config)
             await _until_signal()
-            log.info("shutting down: draining in-flight requests (up to %.0f s)", shutdown_timeout)
+            log.info("shutting down")
         finally:
             await runner.cleanup()
     finally:

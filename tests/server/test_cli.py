@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -39,6 +40,7 @@ async def test_sigterm_drains_then_stops(tmp_path):
             resp = await session.post(url + "/v1/completions", json={
                 "prompt": "Count:", "max_tokens": 1000, "ignore_eos": True, "stream": True})
             assert (await resp.content.readline()).startswith(b"data: ")
+            signalled = time.monotonic()
             stopping = asyncio.create_task(asyncio.to_thread(server.stop))
             try:  # the stream is cut once the drain times out
                 while await resp.content.readline():
@@ -46,8 +48,9 @@ async def test_sigterm_drains_then_stops(tmp_path):
             except aiohttp.ClientPayloadError:
                 pass
             assert await stopping == 0
+            assert time.monotonic() - signalled < 6  # 1 s drain, then cancelled
     finally:
         server.stop()
     log = server.log()
-    assert "shutting down" in log and log.rstrip().endswith("stopped")
+    assert "cancelling 1 request(s) still running" in log and log.rstrip().endswith("stopped")
     assert "Traceback" not in log
