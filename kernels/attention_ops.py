@@ -106,8 +106,33 @@ def prefill_attention(q: Tensor, k: Tensor, v: Tensor, use_fused: bool = True) -
     """Bottom-right causal attention of one sequence's new tokens, with lse.
 
     q: [Q, Hq, D]; k, v: [L, Hkv, D] (L >= Q) -> out [Q, Hq, D], lse [Q, Hq] float32.
-    Queries go in chunks of PREFILL_QUERY_CHUNK to bound the mask / score memory.
+    With the fused CPU kernel no mask is ever built: the queries see the L - Q cached
+    keys fully (one call) and the Q new keys causally (a square, top-left = bottom-right),
+    and the two parts merge by log-sum-exp.
     """
+    fused = _fused_kernel(q.device) if use_fused else None
+    if fused is None:
+        return _masked_prefill(q, k, v)
+    prior = k.shape[0] - q.shape[0]
+    out, lse = _causal_square(q, k[prior:], v[prior:], fused)
+    if prior == 0:
+        return out, lse
+    out_old, lse_old = visible_attention(q, k[:prior], v[:prior], use_fused)
+    return merge_state(out_old.float(), lse_old, out.float(), lse)
+
+
+def _causal_square(q: Tensor, k: Tensor, v: Tensor, fused) -> tuple[Tensor, Tensor]:
+    """q: [Q, Hq, D]; k, v: [Q, Hkv, D] -> causal out [Q, Hq, D], lse [Q, Hq] float32."""
+    group = q.shape[1] // k.shape[1]
+    qh = q.transpose(0, 1)[None].to(k.dtype)  # [1, Hq, Q, D]
+    kh = k.transpose(0, 1).repeat_interleave(group, 0)[None]  # [1, Hq, Q, D]
+    vh = v.transpose(0, 1).repeat_interleave(group, 0)[None]
+    out, lse = fused(qh, kh, vh, is_causal=True)
+    return out[0].transpose(0, 1), lse[0].transpose(0, 1).float()
+
+
+def _masked_prefill(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """The bmm path with an explicit mask; queries in chunks to bound the score memory."""
     q_len, kv_len = q.shape[0], k.shape[0]
     group = q.shape[1] // k.shape[1]
     kt, vt = k.transpose(0, 1)[None], v.transpose(0, 1)[None]  # [1, Hkv, L, D]
@@ -116,26 +141,24 @@ def prefill_attention(q: Tensor, k: Tensor, v: Tensor, use_fused: bool = True) -
     for start in range(0, q_len, PREFILL_QUERY_CHUNK):
         rows = slice(start, start + PREFILL_QUERY_CHUNK)
         qg = fold_heads(q[rows], k.shape[1])[None]  # [1, Hkv, g * C, D]
-        out, lse = attention(qg, kt, vt, mask[rows].repeat(group, 1), use_fused)
+        out, lse = attention(qg, kt, vt, mask[rows].repeat(group, 1), use_fused=False)
         out, lse = unfold_heads(out[0], lse[0], qg.shape[2] // group)
         outs.append(out)
         lses.append(lse)
     return torch.cat(outs), torch.cat(lses)
 
 
-def prefill_attention_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Like prefill_attention without the lse, via torch SDPA: [Q, Hq, D] -> [Q, Hq, D]."""
-    q_len, kv_len = q.shape[0], k.shape[0]
-    group = q.shape[1] // k.shape[1]
-    qh, kh, vh = q.transpose(0, 1), k.to(q.dtype).transpose(0, 1), v.to(q.dtype).transpose(0, 1)
-    if group > 1:
-        kh, vh = kh.repeat_interleave(group, 0), vh.repeat_interleave(group, 0)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    if q_len == kv_len:
-        out = sdpa(qh, kh, vh, is_causal=True)
-    else:
-        out = sdpa(qh, kh, vh, attn_mask=causal_mask(q_len, kv_len, q.device))
-    return out.transpose(0, 1)
+def merge_state(o_a: Tensor, lse_a: Tensor, o_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge two partial attention states over disjoint KV sets.
+
+    o: [M, H, D] float32; lse: [M, H] float32, base e; lse = -inf marks an empty part
+    (its o is ignored), and two empty parts merge to (0, -inf) without NaN.
+    """
+    lse = torch.logaddexp(lse_a, lse_b)
+    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+    w_a = torch.exp(lse_a - safe)[..., None]
+    w_b = torch.exp(lse_b - safe)[..., None]
+    return o_a * w_a + o_b * w_b, lse
 
 
 def softmax_times_v(scores: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

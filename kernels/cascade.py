@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .batch import AttentionBatch
-from .attention_ops import visible_attention
+from .attention_ops import merge_state, visible_attention
 from .paged_attention import GatherWorkspace, PagedPlan, paged_attention, plan_paged
 
 
@@ -147,19 +147,6 @@ def plan_cascade(
 
 def _long(values: list[int], device) -> Tensor:
     return torch.tensor(values, dtype=torch.long, device=device)
-
-
-def merge_state(o_a: Tensor, lse_a: Tensor, o_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
-    """Merge two partial attention states over disjoint KV sets.
-
-    o: [M, H, D] float32; lse: [M, H] float32, base e; lse = -inf marks an empty part
-    (its o is ignored), and two empty parts merge to (0, -inf) without NaN.
-    """
-    lse = torch.logaddexp(lse_a, lse_b)
-    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
-    w_a = torch.exp(lse_a - safe)[..., None]
-    w_b = torch.exp(lse_b - safe)[..., None]
-    return o_a * w_a + o_b * w_b, lse
 
 
 def cascade_attention(

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .attention_ops import decode_attention, prefill_attention, prefill_attention_sdpa
+from .attention_ops import decode_attention, prefill_attention
 from .batch import AttentionBatch
 
 
@@ -109,11 +109,10 @@ def paged_attention(
     for seq in plan.prefills:
         rows = slice(seq.row_start, seq.row_start + seq.q_len)
         k, v = gather_kv(k_cache, v_cache, seq.blocks, seq.kv_len)
-        if lse is None:
-            out[rows] = prefill_attention_sdpa(q[rows], k, v)
-        else:
-            o, lse[rows] = prefill_attention(q[rows], k, v, use_fused)
-            out[rows] = o.to(q.dtype)
+        o, seq_lse = prefill_attention(q[rows], k, v, use_fused)
+        out[rows] = o.to(q.dtype)
+        if lse is not None:
+            lse[rows] = seq_lse
     return (out, lse) if return_lse else out
 
 

@@ -85,11 +85,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(subparsers: argparse._SubParsersAction) -> None:
+    from parrot.offline import add_generate_args
+
+    p = subparsers.add_parser("generate", parents=[common_parser()],
+                              help="generate offline on the engine (no server)")
+    add_engine_args(p)
+    add_generate_args(p)
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from parrot.offline import generate
+
+    asyncio.run(generate(engine_config_from_args(args), args))
+    return 0
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    from parrot.bench.cli import add_apps_parser
+
+    p = subparsers.add_parser("bench", help="benchmarks (apps: whole applications)")
+    bench = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    add_apps_parser(bench, parents=[common_parser()])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parrot", description="Parrot: serving LLM "
                                      "applications with Semantic Variables")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(subparsers)
+    _add_generate(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

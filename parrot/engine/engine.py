@@ -98,17 +98,19 @@ class Engine:
             self.tree.free(ctx)
         self._wakeup.set()  # blocks came back: waiting work may fit now
 
-    async def fill(self, ctx: Context, token_ids: list[int], priority: Priority = Priority.NORMAL) -> None:
-        """Append `token_ids` and compute their KV."""
+    async def fill(self, ctx: Context, token_ids: list[int], priority: Priority = Priority.NORMAL) -> int:
+        """Append `token_ids` and compute their KV. Returns how many of the context's
+        pending tokens were found in the prefix cache instead of computed."""
         self._check_room(ctx, len(token_ids), 0)
         ctx.token_ids.extend(token_ids)
         if ctx.num_pending == 0:
-            return
+            return 0
         req = self._submit(Request(ctx, None, priority))
         try:
             item = await req.outputs.get()
             if isinstance(item, Exception):
                 raise item
+            return req.num_cached_tokens - req.num_computed_at_arrival
         finally:
             if not req.is_done:
                 self._abort(req)

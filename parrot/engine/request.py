@@ -33,6 +33,7 @@ class Request:
     status: Status = Status.WAITING
     num_prompt_tokens: int = 0  # context length when the request arrived
     num_cached_tokens: int = 0  # prompt tokens found already computed (fork or prefix cache)
+    num_computed_at_arrival: int = 0
     num_generated: int = 0
     is_admitted: bool = False  # prefix matched once, on first admission
     generator: torch.Generator | None = None
@@ -42,7 +43,7 @@ class Request:
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = self.ctx.num_tokens
-        self.num_cached_tokens = self.ctx.num_computed
+        self.num_cached_tokens = self.num_computed_at_arrival = self.ctx.num_computed
         if self.sampling is not None and self.sampling.seed is not None:
             self.generator = torch.Generator().manual_seed(self.sampling.seed)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from parrot.manager import Manager
-from parrot.server import middlewares, native_api, openai_api, render_api, status_api
+from parrot.server import dashboard, middlewares, native_api, openai_api, render_api, status_api
 from parrot.server.config import ServerConfig
 from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER, METRICS
 from parrot.server.metrics import ServerMetrics
@@ -48,6 +48,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", status_api.health)
     app.router.add_get("/metrics", status_api.metrics)
     app.add_routes(native_api.routes)
+    app.add_routes(dashboard.routes)
 
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:

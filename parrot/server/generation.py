@@ -81,23 +81,27 @@ async def _run_prompt(run: _Run, token_ids: list[int], prompt_index: int) -> Non
         if run.n == 1:
             ctx = run.new_context()
             ctx.token_ids.extend(token_ids)  # computed by the generate request below
-            choice_contexts = [ctx]
+            choice_contexts, cached = [ctx], None
         else:
             parent = run.new_context()
-            await run.engine.fill(parent, token_ids, priority=run.priority)
+            cached = await run.engine.fill(parent, token_ids, priority=run.priority)
             choice_contexts = [run.new_context(parent) for _ in range(run.n)]
         async with asyncio.TaskGroup() as group:
             for j, ctx in enumerate(choice_contexts):
-                group.create_task(_pump(run, ctx, prompt_index * run.n + j, prompt_index))
+                group.create_task(_pump(run, ctx, prompt_index * run.n + j, prompt_index, cached))
     except Exception as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
         run.queue.put_nowait(_Failed(_as_api_error(e)))
 
 
-async def _pump(run: _Run, ctx: Context, index: int, prompt_index: int) -> None:
+async def _pump(run: _Run, ctx: Context, index: int, prompt_index: int,
+                cached: int | None) -> None:
+    """Stream one choice; `cached`: the prompt's prefix-cache hits when it was filled once."""
     params = run.sampling_for(prompt_index, index)
     stream = run.engine.generate(ctx, params, priority=run.priority)
     try:
         async for chunk in stream:
+            if chunk.usage is not None and cached is not None:
+                chunk = chunk._replace(usage=chunk.usage._replace(cached_tokens=cached))
             run.queue.put_nowait(ChoiceChunk(index, chunk))
     finally:
         await stream.aclose()

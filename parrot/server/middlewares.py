@@ -7,12 +7,13 @@ import logging
 
 from aiohttp import web
 
+from parrot.server.dashboard import PAGE_PATHS
 from parrot.server.errors import ApiError, error_body
 from parrot.server.keys import CONFIG, IN_FLIGHT, METRICS
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", *PAGE_PATHS})  # the page holds no data
 
 
 @web.middleware

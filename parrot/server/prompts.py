@@ -23,14 +23,16 @@ def completion_token_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
 
 
 def chat_token_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Render messages with the tokenizer's chat template, ending where the assistant speaks."""
+    return tokenizer.encode(chat_prompt_text(tokenizer, messages), add_special_tokens=False)
+
+
+def chat_prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """Messages rendered by the tokenizer's chat template, ending where the assistant speaks."""
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as e:  # jinja raises for message orders a template refuses
         raise ApiError(f"'messages' cannot be rendered by the chat template: {e}",
                        param="messages") from None
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def fit_max_tokens(requested: int | None, prompt_len: int, max_model_len: int, *,

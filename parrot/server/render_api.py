@@ -15,6 +15,7 @@ from aiohttp import web
 from parrot.server.errors import ApiError
 from parrot.server.keys import ENGINES
 from parrot.server.openai_protocol import parse_chat_request
+from parrot.server.prompts import chat_prompt_text
 from parrot.server.validation import read_json_object
 
 MAX_CONVERSATIONS = 256
@@ -32,15 +33,6 @@ async def render_chat(request: web.Request) -> web.Response:
     prompts = [chat_prompt_text(tokenizer, _messages({"messages": c}, f"conversations[{i}]"))
                for i, c in enumerate(conversations)]
     return web.json_response({"prompts": prompts})
-
-
-def chat_prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The chat template's text for `messages`, as `prompts.chat_token_ids` renders it."""
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as e:  # jinja raises for message orders a template refuses
-        raise ApiError(f"'messages' cannot be rendered by the chat template: {e}",
-                       param="messages") from None
 
 
 def _messages(body: dict[str, Any], where: str | None = None) -> list[dict[str, str]]:

@@ -185,3 +185,17 @@ async def test_seed_stop_strings_and_cancellation(smollm):
     await asyncio.sleep(0.2)
     assert_all_free(engine)
     await engine.stop()
+
+
+async def test_bfloat16_answers_like_transformers_bfloat16():
+    """The default dtype: a chat question gets transformers' bf16 answer (greedy)."""
+    from parrot.engine import Engine, EngineConfig
+
+    engine = await Engine(EngineConfig(dtype="bfloat16", kv_memory_gb=0.05)).start()
+    tok = engine.tokenizer
+    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                   add_generation_prompt=True, tokenize=False)
+    ctx, chunks = await generate(engine, tok.encode(text), SamplingParams(max_tokens=12))
+    assert "".join(c.text for c in chunks) == "The capital of France is Paris."
+    engine.free(ctx)
+    await engine.stop()

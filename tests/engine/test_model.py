@@ -60,3 +60,23 @@ def test_converted_checkpoint_is_a_complete_hf_directory(smollm_dir):
 
     with safe_open(str(smollm_dir / "model.safetensors"), framework="pt") as f:
         assert "model.embed_tokens.weight" in f.keys()
+
+
+def test_smollm_bfloat16_tracks_transformers(smollm_dir):
+    """bf16 (oneDNN-prepacked on CPU) stays close to transformers' bf16 forward."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = load_hf_config(smollm_dir)
+    ours_model = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False)
+    hf = AutoModelForCausalLM.from_pretrained(str(smollm_dir), dtype=torch.bfloat16).eval()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(smollm_dir))
+    tokens = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True, tokenize=False)
+    tokens = tok.encode(tokens + "The capital of France is Paris.")
+    ours, theirs = our_logits(ours_model, cfg, tokens), hf_logits(hf, tokens)
+    agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
+    rel = ((ours - theirs).norm() / theirs.norm()).item()
+    print(f"bf16 agreement {agree:.3f}, relative error {rel:.4f}")
+    assert agree >= 0.95 and rel < 0.05  # gross errors; test_generate checks the answer itself

@@ -129,3 +129,25 @@ async def test_non_stream_disconnect_cancels_and_frees_kv(make_client):
     request.cancel()
     await wait_all_free(engine)
     assert engine.stats().num_generated_tokens < 800
+
+
+def test_prompts_sharing_a_prefix_go_to_one_engine():
+    from parrot.server.openai_api import AFFINITY_TOKENS, pick_engine
+
+    engines = ["e0", "e1", "e2"]
+    shared = list(range(AFFINITY_TOKENS))
+    picks = {pick_engine(engines, shared + [i, i + 1]) for i in range(20)}
+    assert len(picks) == 1
+    assert len({pick_engine(engines, [i] * 8) for i in range(30)}) > 1
+
+
+async def test_render_chat_is_the_chat_endpoints_prompt(make_client):
+    client, engine = await make_client()
+    messages = [{"role": "user", "content": "Hi"}]
+    status, body = await post(client, "/v1/parrot/render_chat", {"messages": messages})
+    assert status == 200
+    expected = engine.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                    add_generation_prompt=True)
+    assert body == {"prompt": expected}
+    await assert_error(client, "/v1/parrot/render_chat", {"messages": [{"role": "x"}]}, 400,
+                       "messages[0].role")

@@ -1,0 +1,133 @@
+"""`ParrotLLM`: a LangChain text-completion model served by Parrot's `/v1/completions`.
+
+    from langchain_parrot import ParrotLLM
+
+    llm = ParrotLLM(temperature=0, max_tokens=32)
+    llm.invoke("The capital of France is")
+
+The prompt is sent as is (no chat template). One code path: every request streams;
+`_generate` aggregates the streamed chunks. Several prompts (`batch`, `generate`) go to the
+server in one request and run concurrently there. `max_tokens=None` means the OpenAI
+default of 16 tokens.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.outputs import GenerationChunk, LLMResult
+
+from langchain_parrot.client_params import ParrotClientParams
+from langchain_parrot.messages import usage_metadata
+from langchain_parrot.transport import Delta, StreamSummary, astream_deltas, stream_deltas
+
+COMPLETIONS_PATH = "/v1/completions"
+Indexed = tuple[int, GenerationChunk]  # (prompt index, chunk)
+
+
+class ParrotLLM(ParrotClientParams, BaseLLM):
+    """Text-completion model on a Parrot server (OpenAI-compatible completions API).
+
+    Key init args: `base_url` (env `PARROT_BASE_URL`), `api_key` (env `PARROT_API_KEY`),
+    `model`, `temperature`, `max_tokens`, `top_p`, `seed`, `stop`, `timeout`, `max_retries`.
+    """
+
+    @property
+    def _llm_type(self) -> str:
+        return "parrot-llm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed,
+                "stop": self.stop}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "parrot"
+        params["ls_model_name"] = self._ls_model_name(**kwargs)
+        return params
+
+    def _generate(self, prompts: list[str], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None,
+                  **kwargs: Any) -> LLMResult:
+        summary = StreamSummary()
+        chunks = self._stream_indexed(prompts, stop, run_manager, summary, kwargs)
+        return _result(len(prompts), chunks, summary)
+
+    async def _agenerate(self, prompts: list[str], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> LLMResult:
+        summary = StreamSummary()
+        chunks = [c async for c in self._astream_indexed(prompts, stop, run_manager, summary,
+                                                         kwargs)]
+        return _result(len(prompts), chunks, summary)
+
+    def _stream(self, prompt: str, stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[GenerationChunk]:
+        summary = StreamSummary()
+        for _, chunk in self._stream_indexed([prompt], stop, run_manager, summary, kwargs):
+            yield chunk
+        yield _last_chunk(summary)
+
+    async def _astream(self, prompt: str, stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[GenerationChunk]:
+        summary = StreamSummary()
+        async for _, chunk in self._astream_indexed([prompt], stop, run_manager, summary,
+                                                    kwargs):
+            yield chunk
+        yield _last_chunk(summary)
+
+    def _stream_indexed(self, prompts: list[str], stop: list[str] | None,
+                        run_manager: CallbackManagerForLLMRun | None, summary: StreamSummary,
+                        kwargs: dict[str, Any]) -> Iterator[Indexed]:
+        for delta in stream_deltas(self._endpoint(), COMPLETIONS_PATH,
+                                   self._completion_body(prompts, stop, kwargs)):
+            item = _text_chunk(delta, summary)
+            if item is not None:
+                if run_manager:
+                    run_manager.on_llm_new_token(item[1].text, chunk=item[1])
+                yield item
+
+    async def _astream_indexed(self, prompts: list[str], stop: list[str] | None,
+                               run_manager: AsyncCallbackManagerForLLMRun | None,
+                               summary: StreamSummary,
+                               kwargs: dict[str, Any]) -> AsyncIterator[Indexed]:
+        async for delta in astream_deltas(self._endpoint(), COMPLETIONS_PATH,
+                                          self._completion_body(prompts, stop, kwargs)):
+            item = _text_chunk(delta, summary)
+            if item is not None:
+                if run_manager:
+                    await run_manager.on_llm_new_token(item[1].text, chunk=item[1])
+                yield item
+
+    def _completion_body(self, prompts: list[str], stop: list[str] | None,
+                         kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.pop("stream", None)
+        return {**self._request_body(stop, **kwargs), "prompt": prompts}
+
+
+def _text_chunk(delta: Delta, summary: StreamSummary) -> Indexed | None:
+    summary.add(delta)
+    return (delta.index, GenerationChunk(text=delta.text)) if delta.text else None
+
+
+def _last_chunk(summary: StreamSummary) -> GenerationChunk:
+    return GenerationChunk(text="", generation_info={
+        **summary.metadata(), "usage_metadata": usage_metadata(summary.usage)})
+
+
+def _result(num_prompts: int, chunks: Iterator[Indexed] | list[Indexed],
+            summary: StreamSummary) -> LLMResult:
+    """Each prompt's chunks summed into one generation; usage for the whole request."""
+    texts: list[GenerationChunk] = [GenerationChunk(text="") for _ in range(num_prompts)]
+    for index, chunk in chunks:
+        texts[index] += chunk
+    generations = [[GenerationChunk(text=t.text, generation_info=summary.metadata(i))]
+                   for i, t in enumerate(texts)]
+    return LLMResult(generations=generations, llm_output={
+        "token_usage": summary.usage or {}, "model_name": summary.model or ""})
