@@ -106,10 +106,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     from parrot.bench.cli import add_apps_parser
+    from parrot.bench.engine_bench import add_engine_parser
 
     p = subparsers.add_parser("bench", help="benchmarks (apps: whole applications)")
     bench = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     add_apps_parser(bench, parents=[common_parser()])
+    add_engine_parser(bench, parents=[common_parser()])
 
 
 def build_parser() -> argparse.ArgumentParser:

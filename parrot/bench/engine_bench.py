@@ -140,15 +140,23 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="parrot bench engine", description=__doc__)
+def add_engine_parser(bench_subparsers, parents) -> None:
+    p = bench_subparsers.add_parser("engine", parents=parents, description=__doc__,
+                                    help="engine speed: prefill, decode, start-up, memory")
+    _add_args(p)
+    p.set_defaults(func=lambda args: run(args) or 0)
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--kv-memory-gb", type=float, default=1.0)
     p.add_argument("--prefill-len", type=int, default=1024)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--json", help="also write the results here")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
     r = {"dtype": args.dtype, "kv_memory_gb": args.kv_memory_gb, "batches": args.batches,
          "prefill_len": args.prefill_len}
     r.update(measure_startup(args.dtype, args.kv_memory_gb))
@@ -163,4 +171,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="parrot bench engine", description=__doc__)
+    _add_args(parser)
+    run(parser.parse_args())

@@ -13,7 +13,7 @@ import parrot as P
 from parrot.server.launcher import ServerProcess
 
 COUNTERS = ("num_prefill_tokens", "num_cached_tokens", "num_generated_tokens",
-            "num_decode_tokens", "num_preemptions", "num_requests_finished")
+            "num_decode_tokens", "num_preemptions", "num_requests_finished", "num_steps")
 
 
 def start_parrot(*, prefix_caching: bool, dtype: str, model: str | None,
