@@ -69,7 +69,40 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--num-engines", type=int, default=1, help="engines to run side by side")
     g.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
+    _add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
+
+
+def _add_limit_args(parser: argparse.ArgumentParser) -> None:
+    from parrot.manager.limits import Limits
+
+    d = Limits()
+    g = parser.add_argument_group("limits (a request past one gets 429, with Retry-After "
+                                  "when it clears with time)")
+    g.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024,
+                   help="largest request body; larger ones get 413")
+    g.add_argument("--max-sessions", type=_positive_int, default=d.max_sessions)
+    g.add_argument("--max-session-calls", type=_positive_int, default=d.max_session_calls,
+                   help="unfinished calls one session may have")
+    g.add_argument("--max-session-variables", type=_positive_int, default=d.max_session_variables)
+    g.add_argument("--max-queue", type=_positive_int, default=d.max_queue,
+                   help="engine requests waiting plus unfinished calls, over all sessions")
+    g.add_argument("--enable-test-hooks", action="store_true",
+                   help="open the fault-injection routes tests use (never in production)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _limits_from_args(args: argparse.Namespace):
+    from parrot.manager.limits import Limits
+
+    return Limits(max_sessions=args.max_sessions, max_session_calls=args.max_session_calls,
+                  max_session_variables=args.max_session_variables, max_queue=args.max_queue)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -79,7 +112,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     engine_config = engine_config_from_args(args)
     server_config = ServerConfig(served_model_name=args.served_model_name,
                                  api_key=args.api_key or None,
-                                 shutdown_timeout=args.shutdown_timeout)
+                                 shutdown_timeout=args.shutdown_timeout,
+                                 max_body_bytes=args.max_body_bytes,
+                                 limits=_limits_from_args(args),
+                                 enable_test_hooks=args.enable_test_hooks)
     engine_configs = [dataclasses.replace(engine_config) for _ in range(args.num_engines)]
     run(serve(engine_configs, server_config, args.host, args.port))
     return 0

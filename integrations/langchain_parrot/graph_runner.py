@@ -12,7 +12,6 @@ gets real values (it may not be structural).
 from __future__ import annotations
 
 import asyncio
-import copy
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +94,7 @@ class _GraphRun:
 
     async def route(self, branch: Any, update: dict[str, Any]) -> list[str]:
         """A conditional edge: its router on the real state with this node's update."""
-        local = {k: copy.copy(ch) for k, ch in self.channels.items()}
+        local = {k: ch.copy() for k, ch in self.channels.items()}
         await self.write(local, [update])
         state = await self.program.materialize({**update, **read(local)})
         result = await branch.path.ainvoke(state, self.ctx.config)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from parrot.bench.runtime import Clock, Sample, single_output
 from parrot.program import Criteria, SemanticFunction
@@ -50,7 +51,7 @@ class Handle:
 
 
 class BaselineApp:
-    def __init__(self, runtime: "BaselineRuntime") -> None:
+    def __init__(self, runtime: BaselineRuntime) -> None:
         self.runtime = runtime
         self.clock = runtime.clock
         self.samples = runtime.samples

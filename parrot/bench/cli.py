@@ -67,7 +67,7 @@ def cmd_apps(args: argparse.Namespace) -> int:
     options = Options(modes=modes, repeats=args.repeats or (1 if args.smoke else 3),
                       url=args.url, baseline_url=args.baseline_url,
                       baseline_model=args.baseline_model, dtype=args.dtype, model=args.model,
-                      serve_args=list(args.serve_arg), log_dir=out / "logs")
+                      serve_args=list(args.serve_arg))
     meta = machine_info()
     started = time.time()
     results = run(workloads, options)
@@ -108,7 +108,7 @@ def machine_info() -> dict[str, Any]:
         pass
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+                                text=True, timeout=5, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"command": "parrot " + shlex.join(sys.argv[1:]), "cpu": cpu,

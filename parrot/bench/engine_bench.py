@@ -82,6 +82,30 @@ def _weight_bytes(model) -> int:
     return total
 
 
+async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int = 32,
+                                     prefix_len: int = 2000, private_len: int = 64) -> float:
+    """Median decode step (ms) of `num_forks` forks of one `prefix_len`-token context."""
+    from parrot.engine import Engine, EngineConfig, SamplingParams
+
+    engine = await Engine(EngineConfig(dtype=dtype, kv_memory_gb=1.0, enable_cascade=cascade,
+                                       max_num_batched_tokens=2048)).start()
+    parent = engine.new_context()
+    await engine.fill(parent, torch.randint(1000, 40000, (prefix_len,)).tolist())
+    sp = SamplingParams(max_tokens=24, ignore_eos=True)
+
+    async def one(i: int):
+        ctx = engine.fork(parent)
+        ctx.token_ids.extend(torch.randint(1000, 40000, (private_len,)).tolist())
+        async for _ in engine.generate(ctx, sp):
+            pass
+        engine.free(ctx)
+
+    await asyncio.gather(*[one(i) for i in range(num_forks)])
+    steps = engine.stats().recent_step_ms[-16:]
+    await engine.stop()
+    return statistics.median(steps)
+
+
 def measure_transformers(dtype: str) -> float:
     """ms per token of transformers' greedy generate, batch 1, same prompt length."""
     from transformers import AutoModelForCausalLM
@@ -133,6 +157,10 @@ def report(r: dict) -> str:
         floor_ms = floor_bytes / bw / 1e6
         lines.append(f"decode batch {b:<3}       {ms:6.1f} ms/step  {b * 1000 / ms:7.0f} tokens/s  "
                      f"floor {floor_ms:.1f} ms ({floor_bytes / 1e6:.0f} MB read) -> {floor_ms / ms:.0%} of floor")
+    if "shared_step_ms_cascade" in r:
+        on, off = r["shared_step_ms_cascade"], r["shared_step_ms_plain"]
+        lines.append(f"32 forks of a 2000-token prefix: decode step {off:.1f} ms plain, {on:.1f} ms "
+                     f"cascade -> {off / on:.2f}x")
     if "hf_ms_per_token" in r:
         hf = r["hf_ms_per_token"]
         lines.append(f"transformers generate  {hf:6.1f} ms/token (batch 1)  -> Parrot batch 1 is "
@@ -153,6 +181,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-len", type=int, default=1024)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--no-transformers", action="store_true")
+    p.add_argument("--no-shared-prefix", action="store_true",
+                   help="skip the 32-forks decode step, cascade vs plain attention")
     p.add_argument("--json", help="also write the results here")
 
 
@@ -161,6 +191,9 @@ def run(args: argparse.Namespace) -> None:
          "prefill_len": args.prefill_len}
     r.update(measure_startup(args.dtype, args.kv_memory_gb))
     r.update(asyncio.run(measure_engine(args)))
+    if not args.no_shared_prefix:
+        for cascade, key in ((True, "shared_step_ms_cascade"), (False, "shared_step_ms_plain")):
+            r[key] = asyncio.run(measure_shared_prefix_step(args.dtype, cascade))
     if not args.no_transformers:
         r["hf_ms_per_token"] = measure_transformers(args.dtype)
     r["read_gb_s"] = measure_read_bandwidth()

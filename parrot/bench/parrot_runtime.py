@@ -6,7 +6,8 @@ sees the whole DAG; only the values the workload asks for cross the network.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import parrot as P
 from parrot.bench.runtime import Clock, Sample, single_output

@@ -104,9 +104,9 @@ def _ratio(value: float | None) -> str:
 
 def table(summary: dict[str, Any]) -> str:
     """The main Markdown table: one row per workload and mode."""
-    lines = ["| workload | mode | e2e s (median) | gen tok/s | latency p50 / p90 / p99 s "
-             "| prefill tokens computed | cached tokens | parrot/baseline | "
-             "parrot/baseline+cache |",
+    lines = [("| workload | mode | e2e s (median) | gen tok/s | latency p50 / p90 / p99 s "
+              "| prefill tokens computed | cached tokens | parrot/baseline | "
+              "parrot/baseline+cache |"),
              "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for name, w in summary.items():
         for mode, m in w["modes"].items():
@@ -124,24 +124,21 @@ def table(summary: dict[str, Any]) -> str:
 
 def latency_table(summary: dict[str, Any]) -> str:
     """Per kind of request: normalized latency (ms per generated token), TTFT, TPOT."""
-    lines = ["| workload | kind | mode | n | latency p50 / p90 s | ms/token p50 / p90 | "
-             "TTFT p50 / p90 s | TPOT p50 / p90 ms |",
+    lines = [("| workload | kind | mode | n | latency p50 / p90 s | ms/token p50 / p90 | "
+              "TTFT p50 / p90 s | TPOT p50 / p90 ms |"),
              "|---|---|---|---:|---|---|---|---|"]
     for name, w in summary.items():
         kinds = sorted({k for m in w["modes"].values() for k in m["kinds"]})
         for kind in kinds:
             for mode, m in w["modes"].items():
                 k = m["kinds"].get(kind)
-                if not k:
-                    continue
-
-                def pair(key: str, digits: int = 2) -> str:
-                    return f"{_fmt(k[f'{key}_p50_{unit(key)}'], digits)} / " \
-                           f"{_fmt(k[f'{key}_p90_{unit(key)}'], digits)}"
-                lines.append(f"| {name} | {kind} | {mode} | {k['n']} | {pair('latency')} | "
-                             f"{pair('per_token', 0)} | {pair('ttft')} | {pair('tpot', 0)} |")
+                if k:
+                    lines.append(f"| {name} | {kind} | {mode} | {k['n']} | "
+                                 f"{_pair(k, 'latency_{}_s')} | {_pair(k, 'per_token_{}_ms', 0)} | "
+                                 f"{_pair(k, 'ttft_{}_s')} | {_pair(k, 'tpot_{}_ms', 0)} |")
     return "\n".join(lines)
 
 
-def unit(key: str) -> str:
-    return "ms" if key in ("per_token", "tpot") else "s"
+def _pair(stats: dict[str, Any], key: str, digits: int = 2) -> str:
+    """p50 / p90 of `key` (a format with {} for the percentile)."""
+    return f"{_fmt(stats[key.format('p50')], digits)} / {_fmt(stats[key.format('p90')], digits)}"

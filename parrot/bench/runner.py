@@ -141,6 +141,7 @@ def _server(phase: Phase, options: Options, bar: Any):
     label = "on" if phase.prefix_caching else "off"
     bar.write(f"starting parrot serve (prefix cache {label}) for {', '.join(phase.modes)}")
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="parrot-bench-"))
+    bar.write(f"server log: {log_dir}")
     server = servers.start_parrot(prefix_caching=phase.prefix_caching, dtype=options.dtype,
                                   model=options.model, extra_args=options.serve_args,
                                   log_dir=log_dir)

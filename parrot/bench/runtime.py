@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncContextManager, NamedTuple, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NamedTuple, Protocol
 
 from parrot.program import Criteria, SemanticFunction
 
@@ -81,7 +82,7 @@ class Runtime(Protocol):
     mode: str
     clock: Clock
 
-    def app(self) -> AsyncContextManager[App]:
+    def app(self) -> AbstractAsyncContextManager[App]:
         """One application's scope (a Parrot session; nothing for the baseline)."""
 
 

@@ -102,6 +102,7 @@ class Engine:
         """Append `token_ids` and compute their KV. Returns how many of the context's
         pending tokens were found in the prefix cache instead of computed."""
         self._check_room(ctx, len(token_ids), 0)
+        self._check_token_ids(token_ids, "token id")
         ctx.token_ids.extend(token_ids)
         if ctx.num_pending == 0:
             return 0
@@ -121,6 +122,7 @@ class Engine:
         if ctx.num_tokens == 0:
             raise EngineInputError("cannot generate from an empty context: give a prompt")
         self._check_room(ctx, 0, sampling.max_tokens)
+        self._check_token_ids(sampling.stop_token_ids, "stop_token_ids")
         if ctx.num_pending == 0:
             self.tree.uncompute_last(ctx)  # recompute the last token for its logits
         req = Request(ctx, sampling, priority)
@@ -151,6 +153,21 @@ class Engine:
                                    f"({self.blocks.num_blocks * self.config.block_size} tokens)")
         if any(r.ctx is ctx for r in self.scheduler.waiting + self.scheduler.running):
             raise RuntimeError("a request is already running on this context")
+
+    def _check_token_ids(self, token_ids: list[int], what: str) -> None:
+        """Ids outside the vocabulary would fail the whole batch's step: refuse them here."""
+        vocab = self.model_config.vocab_size
+        bad = next((t for t in token_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise EngineInputError(f"{what} {bad} is outside the vocabulary (size {vocab})")
+
+    def inject_failure(self, ctx: Context, error: Exception) -> int:
+        """Test hook: every request queued or running on `ctx` fails with `error` after its
+        next step (`Engine._postprocess`), alone; returns how many were marked."""
+        marked = [r for r in self.scheduler.waiting + self.scheduler.running if r.ctx is ctx]
+        for req in marked:
+            req.fail_with = error
+        return len(marked)
 
     def _submit(self, req: Request) -> Request:
         self.scheduler.add(req)

@@ -5,10 +5,12 @@ from __future__ import annotations
 class ManagerError(Exception):
     status = 400
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.retry_after = retry_after  # seconds a client should wait before retrying
 
 
 class BadRequest(ManagerError):
@@ -48,6 +50,6 @@ class ProducerFailed(ManagerError):
 
 
 class Overloaded(ManagerError):
-    """Too many open sessions."""
+    """A limit is reached: open sessions, a session's calls or variables, the server queue."""
 
     status = 429

@@ -37,7 +37,17 @@ class Executor:
         task = asyncio.ensure_future(self._run(session, call, parent))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+        # in a callback, not the coroutine's `finally`: a task cancelled before its first
+        # step never runs its body, and its holds and load must still be returned
+        task.add_done_callback(lambda _: self._release(session, call))
         return task
+
+    def _release(self, session: Any, call: Call) -> None:
+        if call.state is CallState.RUNNING:  # cancelled before it could run
+            call.state, call.error = CallState.CANCELLED, "cancelled"
+        session.pool.release_holder(call.id)
+        self.loads[call.engine] -= 1
+        self.on_change()
 
     async def _run(self, session: Any, call: Call, parent: SharedPrefix | None) -> None:
         engine = self.engines[call.engine]
@@ -66,9 +76,6 @@ class Executor:
         finally:
             if ctx is not None:
                 engine.free(ctx)
-            session.pool.release_holder(call.id)
-            self.loads[call.engine] -= 1
-            self.on_change()
 
     async def _open(self, engine: Any, pool: PrefixPool, call: Call,
                     parent: SharedPrefix | None) -> tuple[Any, int]:

@@ -15,17 +15,18 @@ import time
 from functools import partial
 from typing import Any, AsyncIterator
 
+from parrot.manager import limits
 from parrot.manager.call import CallKind
 from parrot.manager.call_spec import parse_calls, parse_variables
 from parrot.manager.errors import (
     BadRequest,
     NotFound,
-    Overloaded,
     ProducerFailed,
     Unauthorized,
     WaitTimeout,
 )
 from parrot.manager.executor import Executor, tokenize
+from parrot.manager.limits import Limits
 from parrot.manager.objective import on_calls_added, request
 from parrot.manager.readiness import collect_ready
 from parrot.manager.scheduler import Scheduler
@@ -37,14 +38,14 @@ log = logging.getLogger(__name__)
 
 class Manager:
     def __init__(self, engines: list[Any], *, session_idle_timeout: float = 600.0,
-                 max_idle_timeout: float = 86400.0, max_sessions: int = 10000,
+                 max_idle_timeout: float = 86400.0, limits: Limits | None = None,
                  min_shared_tokens: int = 16, sweep_interval: float = 0.5) -> None:
         if not engines:
             raise ValueError("Manager needs at least one engine")
         self.engines = list(engines)
         self.session_idle_timeout = session_idle_timeout
         self.max_idle_timeout = max_idle_timeout
-        self.max_sessions = max_sessions
+        self.limits = limits or Limits()
         self.sweep_interval = sweep_interval
         self.sessions: dict[str, Session] = {}
         self.executor = Executor(self.engines, self._kick)
@@ -70,8 +71,7 @@ class Manager:
     # -- sessions ------------------------------------------------------------------------
     def open_session(self, idle_timeout: float | None = None) -> Session:
         self._ensure_sweeper()
-        if len(self.sessions) >= self.max_sessions:
-            raise Overloaded(f"too many open sessions (limit {self.max_sessions})")
+        limits.check_sessions(self.limits, len(self.sessions))
         timeout = self.session_idle_timeout if idle_timeout is None else idle_timeout
         if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                 or not 0 < timeout <= self.max_idle_timeout or math.isnan(timeout)):
@@ -86,7 +86,9 @@ class Manager:
         if not token:
             raise Unauthorized("missing session token: send the X-Parrot-Session-Token header")
         session = self.sessions.get(session_id)
-        if session is None or session.is_closed or not session.has_token(token):
+        # An unknown id still pays for a token comparison: both 404s cost the same.
+        is_valid = (session or _NO_SESSION).has_token(token)
+        if session is None or session.is_closed or not is_valid:
             raise NotFound(f"session '{session_id}' not found")
         return session
 
@@ -99,6 +101,7 @@ class Manager:
     def add_variables(self, session: Session, body: dict) -> list[dict]:
         session.touch("add_variables")
         specs = parse_variables(body, _new_id)
+        limits.check_variables(self.limits, session, len(specs))
         added = []
         try:
             for var_id, name, value in specs:
@@ -113,6 +116,9 @@ class Manager:
     def submit_calls(self, session: Session, body: dict) -> list[dict]:
         session.touch("submit_calls")
         calls = parse_calls(body, _new_id)
+        new_vars = {v for c in calls for v in c.output_vars} - session.graph.variables.keys()
+        limits.check_calls(self.limits, session, len(calls), len(new_vars))
+        self.check_queue(len(calls), param="calls")
         session.graph.add_calls(calls)
         if on_calls_added(session.graph, calls):
             self._kick()
@@ -161,6 +167,10 @@ class Manager:
             var.unsubscribe(queue)
             session.num_waiting -= 1
             session.last_active = time.monotonic()
+
+    def check_queue(self, num_new: int, param: str | None = None) -> None:
+        """429 (with retry_after) if `num_new` more requests would overfill the server."""
+        limits.check_queue(self.limits, self.engines, self.sessions.values(), num_new, param)
 
     def graph_json(self, session: Session) -> dict:
         session.touch("graph")
@@ -223,6 +233,9 @@ class Manager:
             for session in [s for s in self.sessions.values() if s.is_expired(now)]:
                 log.info("session %s idle for %.0f s: closing", session.id, session.idle_timeout)
                 await self.close_session(session, "session expired (idle timeout)")
+
+
+_NO_SESSION = Session.new([], 1.0)  # compared against when a session id is unknown
 
 
 def _new_id(prefix: str) -> str:

@@ -35,7 +35,8 @@ class Session:
                    idle_timeout=idle_timeout, pool=PrefixPool(engines))
 
     def has_token(self, token: str) -> bool:
-        return hmac.compare_digest(self.token.encode(), token.encode())
+        """Constant-time; any string is safe (headers may carry undecodable bytes)."""
+        return hmac.compare_digest(self.token.encode(), token.encode("utf-8", "surrogateescape"))
 
     def touch(self, what: str) -> None:
         """Note a client request (kept for the graph view's timeline)."""

@@ -187,7 +187,8 @@ def context_tree(session: Session, ctx_of: dict[str, Any], block_size: int | Non
             prefix_of[call.id] = shared["id"]
     _link_parents(nodes)
     calls = [{"call": c.id, "name": c.name, "engine": c.engine,
-              "prefix": prefix_of.get(c.id), "prompt_tokens": c.prompt_tokens,
+              "prefix": prefix_of.get(c.id),
+              "prompt_tokens": c.prompt_tokens or len(c.first_tokens or ()),
               "shared_tokens": c.shared_tokens, "blocks_held": _blocks_held(ctx_of.get(c.id)),
               "is_live": c.id in ctx_of} for c in started]
     return {"block_size": block_size, "prefixes": list(nodes.values()), "calls": calls,

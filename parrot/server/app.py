@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from parrot.manager import Manager
-from parrot.server import dashboard, middlewares, native_api, openai_api, render_api, status_api
+from parrot.server import (
+    dashboard,
+    fault_hooks,
+    middlewares,
+    native_api,
+    openai_api,
+    openapi,
+    render_api,
+    status_api,
+)
 from parrot.server.config import ServerConfig
 from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER, METRICS
 from parrot.server.metrics import ServerMetrics
@@ -36,6 +45,8 @@ def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web
     app.on_shutdown.append(drain_in_flight)
     app.cleanup_ctx.append(manager_lifetime)
     add_routes(app)
+    if config.enable_test_hooks:
+        fault_hooks.add_test_hooks(app)
     return app
 
 
@@ -47,13 +58,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/parrot/render_chat", render_api.render_chat)
     app.router.add_get("/health", status_api.health)
     app.router.add_get("/metrics", status_api.metrics)
+    app.router.add_get("/openapi.json", openapi.openapi_json)
     app.add_routes(native_api.routes)
     app.add_routes(dashboard.routes)
 
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:
     """The Semantic-Variable manager lives as long as the app; closing it frees its KV."""
-    manager = Manager(app[ENGINES])
+    manager = Manager(app[ENGINES], limits=app[CONFIG].limits)
     app[MANAGER] = manager
     try:
         yield

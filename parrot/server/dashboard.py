@@ -20,10 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from parrot.manager import ManagerError, Session
-from parrot.manager import snapshot
+from parrot.manager import ManagerError, Session, snapshot
 from parrot.server.errors import ApiError
-from parrot.server.keys import CONFIG, ENGINES, MANAGER
+from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER
 from parrot.server.native_api import SSE_HEADERS, TOKEN_HEADER
 from parrot.server.status_api import stats_to_json, sum_numeric
 
@@ -79,6 +78,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     sid = request.query.get("session")
     session = _session(request, sid) if sid else None  # a bad token is a plain 404 here
     interval = _interval(request)
+    # A viewer's stream never ends by itself: shutdown cancels it rather than drain it.
+    request.app[IN_FLIGHT].discard(asyncio.current_task())
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     last: dict[str, str] = {}

@@ -13,7 +13,9 @@ from parrot.server.keys import CONFIG, IN_FLIGHT, METRICS
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health", "/metrics", *PAGE_PATHS})  # the page holds no data
+# Open even with an API key: liveness, the API's schema and the dashboard page hold no data.
+# /metrics is not here: its counters describe every tenant's traffic.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", *PAGE_PATHS})
 
 
 @web.middleware
@@ -48,12 +50,13 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def api_key(request: web.Request, handler) -> web.StreamResponse:
-    """With an API key configured, every path but health and metrics needs it."""
+    """With an API key configured, every path but PUBLIC_PATHS needs it (constant-time)."""
     expected = request.app[CONFIG].api_key
     if expected and request.path not in PUBLIC_PATHS:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")  # any header bytes
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), expected.encode()):
+                given_bytes, expected.encode()):
             raise ApiError("Invalid or missing API key (send 'Authorization: Bearer <key>')",
                            status=401, code="invalid_api_key")
     return await handler(request)

@@ -38,7 +38,7 @@ def _api(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ManagerError as e:
-            raise ApiError(e.message, param=e.param, status=e.status) from None
+            raise ApiError.from_manager(e) from None
     return wrapped
 
 

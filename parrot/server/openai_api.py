@@ -8,13 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from parrot.manager import ManagerError
 from parrot.server.errors import ApiError
 from parrot.server.generation import generate_choices
-from parrot.server.keys import CONFIG, ENGINES, METRICS
+from parrot.server.keys import CONFIG, ENGINES, MANAGER, METRICS
 from parrot.server.openai_protocol import (GenerationOptions, parse_chat_request,
                                            parse_completion_request)
 from parrot.server.openai_responses import ChatShape, CompletionShape, Tally
-from parrot.server.prompts import chat_token_ids, completion_token_ids, fit_max_tokens
+from parrot.server.prompts import (
+    chat_token_ids,
+    check_token_ids,
+    completion_token_ids,
+    fit_max_tokens,
+)
 from parrot.server.sse import stream_sse
 from parrot.server.validation import read_json_object
 
@@ -62,6 +68,14 @@ def served_model(app: web.Application, requested: str | None) -> str:
     return name
 
 
+def _admit(request: web.Request, num_generations: int) -> None:
+    """429 with Retry-After when the server's queue is full (see manager/limits.py)."""
+    try:
+        request.app[MANAGER].check_queue(num_generations, param="n")
+    except ManagerError as e:
+        raise ApiError.from_manager(e) from None
+
+
 def pick_engine(engines: list[Engine], prompt: list[int]) -> Engine:
     """Prefix affinity: prompts with the same leading tokens share an engine's cache."""
     if len(engines) == 1:
@@ -79,6 +93,8 @@ async def _serve(request: web.Request, prompts: list[list[int]], options: Genera
                                  tokens_param=options.max_tokens_field) for p in prompts]
     for limit in max_tokens:
         options.sampling_for(limit, 0)  # surface min_tokens > max_tokens before any work
+    check_token_ids(engine.tokenizer, options.sampling.stop_token_ids, "stop_token_ids")
+    _admit(request, len(prompts) * options.n)
 
     def sampling_for(prompt_index: int, choice: int):
         return options.sampling_for(max_tokens[prompt_index], choice)

@@ -11,15 +11,20 @@ def completion_token_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=True)
     else:
-        vocab = len(tokenizer)
-        bad = next((t for t in prompt if t >= vocab), None)
-        if bad is not None:
-            raise ApiError(f"token id {bad} in 'prompt' is outside the vocabulary (size {vocab})",
-                           param="prompt")
+        check_token_ids(tokenizer, prompt, "prompt")
         ids = list(prompt)
     if not ids:
         raise ApiError("'prompt' must not be empty", param="prompt")
     return ids
+
+
+def check_token_ids(tokenizer: Any, ids: list[int], param: str) -> None:
+    """400 naming `param` for an id outside the vocabulary (it would fail the whole batch)."""
+    vocab = len(tokenizer)
+    bad = next((t for t in ids if t >= vocab), None)
+    if bad is not None:
+        raise ApiError(f"token id {bad} in '{param}' is outside the vocabulary (size {vocab})",
+                       param=param)
 
 
 def chat_token_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:

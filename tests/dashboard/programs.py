@@ -19,14 +19,14 @@ Write one short paragraph that summarizes the whole license.<|im_end|>
 {{output:final}}"""
 
 CHUNKS = [
-    "Licensed under the Apache License, Version 2.0; you may not use this file except in "
-    "compliance with the License.",
-    "Unless required by applicable law or agreed to in writing, software distributed under "
-    "the License is distributed on an AS IS BASIS.",
-    "Each Contributor hereby grants to You a perpetual, worldwide, non-exclusive, no-charge, "
-    "royalty-free, irrevocable copyright license.",
-    "You must give any other recipients of the Work or Derivative Works a copy of this "
-    "License, and you must cause any modified files to carry prominent notices.",
+    ("Licensed under the Apache License, Version 2.0; you may not use this file except in "
+     "compliance with the License."),
+    ("Unless required by applicable law or agreed to in writing, software distributed under "
+     "the License is distributed on an AS IS BASIS."),
+    ("Each Contributor hereby grants to You a perpetual, worldwide, non-exclusive, no-charge, "
+     "royalty-free, irrevocable copyright license."),
+    ("You must give any other recipients of the Work or Derivative Works a copy of this "
+     "License, and you must cause any modified files to carry prominent notices."),
 ]
 FINAL = "v_final"
 

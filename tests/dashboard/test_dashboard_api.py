@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
-from parrot.server.app import create_app
+from parrot.server.app import create_app, drain_in_flight
 from parrot.server.config import ServerConfig
 from parrot.server.keys import MANAGER
 from tests.dashboard.programs import CHUNKS, FINAL, map_reduce_calls
@@ -190,3 +191,13 @@ async def read_events(resp):
             name = line[7:]
         elif line.startswith("data: "):
             yield name, json.loads(line[6:])
+
+
+async def test_an_open_stream_does_not_hold_up_shutdown(make_client):
+    client = await make_client()
+    resp = await client.get("/v1/parrot/dashboard/events?interval=0.1")
+    assert (await anext(aiter(read_events(resp))))[0] == "engine"
+    start = time.monotonic()
+    await drain_in_flight(client.app)  # would wait ServerConfig.shutdown_timeout (10 s)
+    assert time.monotonic() - start < 1
+    resp.close()

@@ -143,8 +143,8 @@ def test_page_shows_the_graph_changing_as_the_program_runs(url, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    program = MapReduce(url, max_tokens=16)
-    browser.get(f"{url}/dashboard")
+    program = MapReduce(url, max_tokens=24)
+    browser.get(f"{url}/dashboard#interval=0.2")
     browser.find_element(By.ID, "api-key").send_keys(API_KEY)
     browser.find_element(By.ID, "sid").send_keys(program.sid)
     browser.find_element(By.ID, "token").send_keys(program.token)
@@ -183,4 +183,13 @@ def test_page_shows_the_graph_changing_as_the_program_runs(url, browser):
                == len(CHUNKS) + 1)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#charts .chart")) == 5
     browser.save_screenshot(str(ARTIFACTS / "dashboard-done.png"))
-    program.close()
+
+    other = MapReduce(url)  # its token does not open this session
+    token = browser.find_element(By.ID, "token")
+    token.clear()
+    token.send_keys(other.token)
+    browser.find_element(By.ID, "watch-button").click()
+    wait.until(lambda d: "not found" in d.find_element(By.ID, "graph-summary").text)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#graph .call-node, .chip")
+    for p in (program, other):
+        p.close()

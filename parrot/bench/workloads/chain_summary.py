@@ -7,6 +7,8 @@ before it can send the next request.
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from parrot.bench import documents
 from parrot.bench.runtime import Runtime
 from parrot.bench.workload import Workload, fixed_length
@@ -45,8 +47,9 @@ class ChainSummary(Workload):
     title = "Chain summarization"
     primary_kind = "chain"
     shares_prefix = False  # each prompt holds the previous step's new output
-    sizes = {"smoke": {"chunks": 2, "words": 40, "tokens": 8},
-             "full": {"chunks": 5, "words": 120, "tokens": 24}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"chunks": 2, "words": 40, "tokens": 8},
+        "full": {"chunks": 5, "words": 120, "tokens": 24}}
     scaled = ("chunks",)
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from typing import Any, ClassVar
 
 from parrot.bench import documents
 from parrot.bench.runtime import Runtime
@@ -44,8 +45,9 @@ class Gpts(Workload):
     name = "gpts"
     title = "Several GPTs apps, mixed arrivals"
     primary_kind = "request"
-    sizes = {"smoke": {"apps": 2, "requests": 4, "words": 60, "tokens": 8, "rate": 10.0},
-             "full": {"apps": 4, "requests": 16, "words": 260, "tokens": 32, "rate": 4.0}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"apps": 2, "requests": 4, "words": 60, "tokens": 8, "rate": 10.0},
+        "full": {"apps": 4, "requests": 16, "words": 260, "tokens": 32, "rate": 4.0}}
     scaled = ("apps", "requests")
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

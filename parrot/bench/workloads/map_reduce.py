@@ -7,6 +7,8 @@ round trip; the baseline sends the maps together (a LangChain `abatch`), then th
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from parrot.bench import documents
 from parrot.bench.runtime import Runtime, numbered
 from parrot.bench.workload import Workload, fixed_length
@@ -50,8 +52,9 @@ class MapReduce(Workload):
     name = "map_reduce"
     title = "Map-reduce summarization"
     primary_kind = "job"
-    sizes = {"smoke": {"chunks": 3, "words": 30, "map_tokens": 6, "reduce_tokens": 8},
-             "full": {"chunks": 8, "words": 100, "map_tokens": 24, "reduce_tokens": 32}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"chunks": 3, "words": 30, "map_tokens": 6, "reduce_tokens": 8},
+        "full": {"chunks": 8, "words": 100, "map_tokens": 24, "reduce_tokens": 32}}
     scaled = ("chunks",)
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

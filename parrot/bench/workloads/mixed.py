@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any, ClassVar
 
 import parrot as P
 from parrot.bench import documents
@@ -36,12 +37,11 @@ class Mixed(Workload):
     name = "mixed"
     title = "Chat (latency) + map-reduce (throughput)"
     primary_kind = "chat"
-    sizes = {"smoke": {"jobs": 1, "chunks": 2, "words": 30, "map_tokens": 6,
-                       "reduce_tokens": 8, "job_gap": 1.0, "chats": 2, "chat_rate": 5.0,
-                       "chat_tokens": 8},
-             "full": {"jobs": 2, "chunks": 6, "words": 80, "map_tokens": 24,
-                      "reduce_tokens": 32, "job_gap": 2.0, "chats": 8, "chat_rate": 1.5,
-                      "chat_tokens": 32}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"jobs": 1, "chunks": 2, "words": 30, "map_tokens": 6, "reduce_tokens": 8,
+                  "job_gap": 1.0, "chats": 2, "chat_rate": 5.0, "chat_tokens": 8},
+        "full": {"jobs": 2, "chunks": 6, "words": 80, "map_tokens": 24, "reduce_tokens": 32,
+                 "job_gap": 2.0, "chats": 8, "chat_rate": 1.5, "chat_tokens": 32}}
     scaled = ("jobs", "chats")
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

@@ -10,6 +10,7 @@ its inputs are back, independent agents concurrently.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, ClassVar
 
 from parrot.bench import documents
 from parrot.bench.runtime import Runtime
@@ -85,10 +86,11 @@ class MultiAgent(Workload):
     name = "multi_agent"
     title = "Multi-agent programming"
     primary_kind = "file"
-    sizes = {"smoke": {"coders": 2, "rounds": 1, "licence_header": False,
-                       "design_tokens": 6, "code_tokens": 6, "review_tokens": 4},
-             "full": {"coders": 3, "rounds": 2, "licence_header": True,
-                      "design_tokens": 32, "code_tokens": 32, "review_tokens": 16}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"coders": 2, "rounds": 1, "licence_header": False,
+                  "design_tokens": 6, "code_tokens": 6, "review_tokens": 4},
+        "full": {"coders": 3, "rounds": 2, "licence_header": True,
+                 "design_tokens": 32, "code_tokens": 32, "review_tokens": 16}}
     scaled = ("coders",)
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

@@ -8,6 +8,7 @@ the baseline sends one independent request per user.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, ClassVar
 
 from parrot.bench import documents
 from parrot.bench.runtime import Runtime
@@ -56,8 +57,9 @@ class SharedPrompt(Workload):
     name = "shared_prompt"
     title = "Shared system prompt, many users"
     primary_kind = "request"
-    sizes = {"smoke": {"users": 3, "words": 80, "tokens": 8, "rate": 10.0},
-             "full": {"users": 10, "words": 420, "tokens": 32, "rate": 3.0}}
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"users": 3, "words": 80, "tokens": 8, "rate": 10.0},
+        "full": {"users": 10, "words": 420, "tokens": 32, "rate": 3.0}}
     scaled = ("users",)
 
     def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:

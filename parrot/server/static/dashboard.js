@@ -16,6 +16,7 @@ const ui = {
   selected: null,     // {kind: "call" | "var", id}
   history: [],        // engine samples
   prev: null,         // previous engine totals (for per-tick rates)
+  interval: "0.5",    // seconds between updates (`#interval=` in the page's URL)
 };
 
 // -- small DOM helpers ----------------------------------------------------------------
@@ -53,7 +54,7 @@ async function connect() {
   if (ui.abort) ui.abort.abort();
   const ctrl = new AbortController();
   ui.abort = ctrl;
-  const query = new URLSearchParams({ interval: "0.5" });
+  const query = new URLSearchParams({ interval: ui.interval });
   if (ui.auth.sid) query.set("session", ui.auth.sid);
   let retry = true;
   try {
@@ -315,7 +316,10 @@ function renderTree(tree) {
     if (parent !== null) (children.get(parent) || children.set(parent, []).get(parent)).push(id);
   };
   const engines = new Set([...tree.prefixes.map((p) => p.engine), ...tree.calls.map((c) => c.engine)]);
-  for (const e of [...engines].sort()) add(`engine:${e}`, null, { kind: "engine", lines: [`engine ${e}`] });
+  for (const e of [...engines].sort()) {
+    const n = tree.calls.filter((c) => c.engine === e).length;
+    add(`engine:${e}`, null, { kind: "engine", lines: [`engine ${e}`, `${n} call contexts`] });
+  }
   const blocks = (n) => (n === null || n === undefined ? "" : ` · ${n} blk`);
   for (const p of [...tree.prefixes].sort((a, b) => a.tokens - b.tokens)) {
     add(p.id, p.parent || `engine:${p.engine}`, { kind: "prefix" + (p.live ? "" : " freed"),
@@ -361,7 +365,7 @@ function renderTree(tree) {
   }
   const numPrefixes = tree.prefixes.length;
   $("tree-summary").textContent = tree.calls.length || numPrefixes
-    ? `${numPrefixes} shared prefixes, ${tree.num_shared_tokens} prompt tokens forked instead of computed`
+    ? `${numPrefixes} shared prefix${numPrefixes === 1 ? "" : "es"}, ${tree.num_shared_tokens} prompt tokens forked instead of computed`
     : "no contexts yet";
 }
 
@@ -399,8 +403,8 @@ function renderCharts(data) {
   const total = Math.max(1, ...h.map((s) => s.total));
   chart(box, "batch size (sequences)", [{ values: h.map((s) => s.batch), color: "#3f6fd8" }]);
   chart(box, "tokens per step", [{ values: h.map((s) => s.tokensPerStep), color: "#6a4fd8" }]);
-  chart(box, `KV blocks: used (blue), cached (grey) of ${total}`, [
-    { values: h.map((s) => s.used), color: "#3f6fd8" }, { values: h.map((s) => s.cached), color: "#9aa3b5" }], total);
+  chart(box, `KV blocks used / cached (of ${total})`, [
+    { values: h.map((s) => s.used), color: "#3f6fd8" }, { values: h.map((s) => s.cached), color: "#9aa3b5" }]);
   chart(box, "prefix-cache hit rate % (per tick)", [{ values: h.map((s) => s.hit), color: "#4caf7a" }], 100);
   const steps = data.engines.map((e) => e.recent_step_ms || []);
   bars(box, "recent step times (ms)", steps[0] || []);
@@ -415,7 +419,8 @@ function chart(box, title, series, max) {
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" }, card);
   svg("line", { x1: 0, y1: H - 1, x2: W, y2: H - 1, class: "axis" }, root);
   for (const s of series) {
-    const pts = s.values.map((v, i) => (v === null ? null : `${(i * W) / (HISTORY - 1)},${H - 2 - ((H - 4) * v) / top}`)).filter(Boolean);
+    const x0 = W - ((s.values.length - 1) * W) / (HISTORY - 1);  // the newest sample at the right
+    const pts = s.values.map((v, i) => (v === null ? null : `${x0 + (i * W) / (HISTORY - 1)},${H - 2 - ((H - 4) * v) / top}`)).filter(Boolean);
     svg("polyline", { points: pts.join(" "), stroke: s.color }, root);
   }
 }
@@ -432,6 +437,14 @@ function bars(box, title, values) {
   });
 }
 
+function clearSession() {
+  ui.view = null; ui.selected = null;
+  for (const id of ["graph", "tree", "variables", "groups"]) $(id).replaceChildren();
+  $("detail").textContent = "Click a call (node) or a variable (edge or chip).";
+  $("graph-summary").textContent = "no session watched";
+  $("tree-summary").textContent = "";
+}
+
 // -- start --------------------------------------------------------------------------------
 function start() {
   const legend = $("legend");
@@ -439,23 +452,23 @@ function start() {
   el("span", { style: "--c: var(--latency)" }, "L = latency objective", legend);
   el("span", { style: "--c: var(--throughput)" }, "T = throughput", legend);
   const saved = JSON.parse(sessionStorage.getItem("parrot-dashboard") || "{}");
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("session");
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const fromHash = hash.get("session");
+  ui.interval = hash.get("interval") || "0.5";
   ui.auth = { apiKey: saved.apiKey || "", sid: fromHash || saved.sid || "", token: fromHash && fromHash !== saved.sid ? "" : saved.token || "" };
   $("api-key").value = ui.auth.apiKey; $("sid").value = ui.auth.sid; $("token").value = ui.auth.token;
   $("watch").addEventListener("submit", (event) => {
     event.preventDefault();
     ui.auth = { apiKey: $("api-key").value.trim(), sid: $("sid").value.trim(), token: $("token").value.trim() };
     sessionStorage.setItem("parrot-dashboard", JSON.stringify(ui.auth));
-    ui.view = null; ui.selected = null;
+    clearSession();
     connect();
   });
   $("unwatch-button").addEventListener("click", () => {
     ui.auth = { ...ui.auth, sid: "", token: "" };
     $("sid").value = ""; $("token").value = "";
     sessionStorage.setItem("parrot-dashboard", JSON.stringify(ui.auth));
-    ui.view = null; ui.selected = null;
-    $("graph").replaceChildren(); $("tree").replaceChildren(); $("variables").replaceChildren();
-    $("graph-summary").textContent = "no session watched";
+    clearSession();
     connect();
   });
   $("graph").addEventListener("click", onGraphClick);

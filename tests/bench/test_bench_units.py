@@ -1,0 +1,108 @@
+"""`parrot bench apps` pieces that need no server: workloads on a recording runtime,
+the mode plan, statistics."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from parrot.bench import documents
+from parrot.bench.baseline_runtime import BaselineRuntime, Result
+from parrot.bench.report import percentile, ratios
+from parrot.bench.runner import BASELINE, BASELINE_CACHE, PARROT, Options, plan
+from parrot.bench.runtime import Clock
+from parrot.bench.workloads import WORKLOADS, select
+from parrot.cli import build_parser
+
+
+class RecordingRuntime(BaselineRuntime):
+    """The baseline client with the server replaced: records every prompt and sampling."""
+
+    def __init__(self) -> None:
+        super().__init__("http://unused", "baseline", Clock(), http=None, model=None)
+        self.requests: list[tuple[str, dict]] = []
+
+    async def complete(self, prompt: str, sampling: dict) -> Result:
+        self.requests.append((prompt, sampling))
+        await asyncio.sleep(0)
+        first = self.clock.now()
+        return Result(f"<out {len(self.requests)}>", first, self.clock.now())
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    """Arrival times are honoured by sleeping; here they need not be."""
+    async def instant(self, offset: float) -> None:
+        await asyncio.sleep(0)
+    monkeypatch.setattr(Clock, "sleep_until", instant)
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_workload_makes_its_calls_with_fixed_lengths(name, smoke):
+    workload = WORKLOADS[name](1.0, smoke)
+    runtime = RecordingRuntime()
+    asyncio.run(workload.run(runtime, "tag-1"))
+    assert len(runtime.requests) == workload.num_calls()
+    assert sum(s["max_tokens"] for _, s in runtime.requests) == workload.num_generated()
+    for prompt, sampling in runtime.requests:
+        assert prompt.startswith("<|im_start|>system\nRun tag-1.")
+        assert sampling["ignore_eos"] is True and sampling["temperature"] == 0.0
+        assert "{{" not in prompt
+    assert {s.kind for s in runtime.samples} == {*_kinds(name)}
+
+
+def test_dependent_calls_see_their_producers_output():
+    workload = WORKLOADS["chain_summary"](1.0, True)
+    runtime = RecordingRuntime()
+    asyncio.run(workload.run(runtime, "t"))
+    assert "Summary so far: <out 1>" in runtime.requests[1][0]
+
+
+def test_scale_grows_counts():
+    small, large = WORKLOADS["map_reduce"](1.0), WORKLOADS["map_reduce"](2.0)
+    assert large.num_calls() > small.num_calls()
+    assert WORKLOADS["gpts"](0.5).size["apps"] >= 1
+
+
+def test_select():
+    assert [w.name for w in select("all")] == list(WORKLOADS)
+    assert [w.name for w in select("gpts, mixed")] == ["gpts", "mixed"]
+    with pytest.raises(ValueError, match="unknown workload"):
+        select("nope")
+
+
+def test_plan_starts_cache_on_then_cache_off():
+    phases = plan(Options())
+    assert [(p.modes, p.url, p.prefix_caching) for p in phases] == [
+        ([PARROT, BASELINE_CACHE], None, True), ([BASELINE], None, False)]
+    phases = plan(Options(url="http://p", baseline_url="http://v",
+                          modes=(PARROT, BASELINE_CACHE)))
+    assert [(p.modes, p.url) for p in phases] == [([PARROT], "http://p"),
+                                                  ([BASELINE_CACHE], "http://v")]
+
+
+def test_percentile_and_ratios():
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 90) == pytest.approx(9.0)
+    modes = {PARROT: {"seconds_median": 1.0, "prefill_tokens": 10},
+             BASELINE: {"seconds_median": 4.0, "prefill_tokens": 40}}
+    assert ratios(modes) == {"seconds_parrot/baseline": 0.25, "prefill_parrot/baseline": 0.25}
+
+
+def test_documents_are_real_text_and_arrivals_reproducible():
+    chunks = documents.chunks(3, 50)
+    assert len(chunks) == 3 and all(len(c.split()) == 50 for c in chunks)
+    assert "Apache" in documents.words(0, 20)
+    assert documents.poisson_arrivals(5, 2.0, seed=1) == documents.poisson_arrivals(5, 2.0, seed=1)
+
+
+def test_cli_parses_bench_apps():
+    args = build_parser().parse_args(["bench", "apps", "--smoke", "--workload", "gpts"])
+    assert args.smoke and args.workload == "gpts" and args.dtype == "bfloat16"
+
+
+def _kinds(name: str) -> tuple[str, ...]:
+    return {"chain_summary": ("chain",), "map_reduce": ("job",), "shared_prompt": ("request",),
+            "gpts": ("request",), "multi_agent": ("file",), "mixed": ("chat", "job")}[name]
