@@ -59,7 +59,7 @@ def parse_call(spec: Any, where: str, new_id: NewId) -> Call:
                                        new_id)
     return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs, outputs,
                 sampling, name=_optional_str(spec.get("name"), f"{where}.name"),
-                is_eager=bool(spec.get("eager", False)))
+                is_eager=_bool(spec.get("eager"), f"{where}.eager"))
 
 
 def parse_variables(body: dict, new_id: NewId) -> list[tuple[str, str | None, str | None]]:
@@ -169,6 +169,14 @@ def _id(raw: Any, where: str, new_id: NewId, prefix: str) -> str:
 def _object(raw: Any, where: str) -> dict:
     if not isinstance(raw, dict):
         raise BadRequest(f"{where} must be a JSON object", param=where)
+    return raw
+
+
+def _bool(raw: Any, where: str) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, bool):
+        raise BadRequest(f"{where} must be a boolean, got {raw!r:.40}", param=where)
     return raw
 
 

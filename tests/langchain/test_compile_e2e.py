@@ -160,3 +160,12 @@ def pad_to_block_end(system: str, model_dir, block_size: int = 16) -> str:
         system += " Be exact."
     assert shared_prefix_len(system) >= PREFIX_TOKENS_MIN
     return system
+
+
+def test_prompt_that_transforms_a_value_waits_for_it(chat):
+    quoting = PromptTemplate.from_template("Shorten {fact!r}:")
+    chain = {"fact": FACT | chat | StrOutputParser()} | quoting | chat | StrOutputParser()
+    compiled = compile_chain(chain, keep_graph=True)
+    with pytest.warns(UserWarning, match="transforms the text"):
+        value = compiled.invoke({"topic": "rain"})
+    assert value == chain.invoke({"topic": "rain"})
