@@ -30,6 +30,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
     g.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
     g.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    g.add_argument("--quantization", choices=("int8",),
+                   help="int8: int8 weight-only decode projections (CPU bf16; faster decode, "
+                   "outputs differ slightly)")
     g.add_argument("--no-prefix-caching", action="store_true",
                    help="do not reuse cached KV of earlier prompts")
 
@@ -42,6 +45,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "kv_memory_gb": args.kv_memory_gb, "block_size": args.block_size,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
+        "quantization": getattr(args, "quantization", None),
     }
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
     config.enable_prefix_caching = not args.no_prefix_caching

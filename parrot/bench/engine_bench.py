@@ -34,7 +34,8 @@ def _timed(fn) -> float:
 async def measure_engine(args) -> dict:
     from parrot.engine import Engine, EngineConfig, SamplingParams
 
-    engine = await Engine(EngineConfig(dtype=args.dtype, kv_memory_gb=args.kv_memory_gb)).start()
+    engine = await Engine(EngineConfig(dtype=args.dtype, kv_memory_gb=args.kv_memory_gb,
+                                       quantization=args.quantization)).start()
     out = {"model": engine.model_name, "num_blocks": engine.stats().num_blocks}
     out["prefill_tok_s"] = await _prefill_rate(engine, args.prefill_len)
     sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
@@ -178,6 +179,7 @@ def add_engine_parser(bench_subparsers, parents) -> None:
 def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--kv-memory-gb", type=float, default=1.0)
+    p.add_argument("--quantization", choices=("int8",))
     p.add_argument("--prefill-len", type=int, default=1024)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--no-transformers", action="store_true")

@@ -24,10 +24,13 @@ class EngineConfig:
     enable_cascade: bool = True
     num_threads: int | None = None  # torch intra-op threads; None = all cores
     cache_dir: str | None = None  # where converted GGUF checkpoints go
+    quantization: str | None = None  # "int8": int8 weight-only GEMV for decode (CPU bf16)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.quantization not in (None, "int8"):
+            raise ValueError(f"quantization must be 'int8' or unset, got {self.quantization!r}")
         if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ValueError("block_size, max_num_batched_tokens and max_num_seqs must be positive")
 

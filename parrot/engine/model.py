@@ -21,15 +21,28 @@ class Attention(Protocol):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can prepack its weight for oneDNN (bf16 on CPU: AMX/AVX512-BF16 GEMV)."""
+    """nn.Linear that can prepack its weight for oneDNN (bf16 on CPU: AMX/AVX512-BF16 GEMV),
+    and keep an int8 weight-only copy for decode-sized inputs (`quantize_int8`)."""
 
     packed: torch.Tensor | None = None
+    qweight: torch.Tensor | None = None  # [out, in] int8, per-output-channel scales
+    scales: torch.Tensor | None = None
+    INT8_MAX_ROWS = 16  # int8 GEMV wins while memory-bound; larger inputs use bf16
 
     def pack(self) -> None:
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
         self.register_parameter("weight", None)  # the packed copy replaces it
 
+    def quantize_int8(self) -> None:
+        w = self.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp_min(1e-8) / 127.0
+        self.qweight = (w / scales[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.scales = scales.to(self.weight.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight is not None and x.shape[0] <= self.INT8_MAX_ROWS:
+            out = torch._weight_int8pack_mm(x, self.qweight, self.scales)
+            return out if self.bias is None else out + self.bias
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
         return F.linear(x, self.weight, self.bias)
@@ -163,11 +176,15 @@ class LlamaModel(nn.Module):
             return F.linear(hidden, self.embed_tokens.weight).float()
         return self.lm_head(hidden).float()
 
-    def pack_weights(self) -> None:
-        """Prepack every projection for oneDNN (CPU bf16); a tied head gets its own packed copy."""
+    def pack_weights(self, int8_decode: bool = False) -> None:
+        """Prepack every projection for oneDNN (CPU bf16); a tied head gets its own packed copy.
+        With `int8_decode`, decode-sized inputs use int8 weight-only copies (about half the
+        bytes per step; outputs differ slightly from bf16)."""
         if self.lm_head is None:
             self.lm_head = Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
             self.lm_head.weight = nn.Parameter(self.embed_tokens.weight.detach(), requires_grad=False)
         for module in self.modules():
             if isinstance(module, Linear):
+                if int8_decode:
+                    module.quantize_int8()
                 module.pack()

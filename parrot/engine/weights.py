@@ -32,7 +32,7 @@ def load_hf_config(model_dir: Path) -> ModelConfig:
 
 
 def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: str, max_len: int,
-               progress: bool = True) -> LlamaModel:
+               progress: bool = True, int8_decode: bool = False) -> LlamaModel:
     with torch.device("meta"):
         model = LlamaModel(cfg, max_len)
     model = model.to_empty(device=device)
@@ -52,7 +52,9 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
         raise ValueError(f"checkpoint is missing weights: {sorted(missing)[:5]}")
     model = model.to(dtype).eval()
     if can_pack(dtype, device):
-        model.pack_weights()
+        model.pack_weights(int8_decode)
+    elif int8_decode:
+        raise ValueError("int8 decode weights need bfloat16 on CPU")
     return model
 
 

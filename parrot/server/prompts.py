@@ -20,6 +20,8 @@ def completion_token_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
 
 def check_token_ids(tokenizer: Any, ids: list[int], param: str) -> None:
     """400 naming `param` for an id outside the vocabulary (it would fail the whole batch)."""
+    if not ids:
+        return
     vocab = len(tokenizer)
     bad = next((t for t in ids if t >= vocab), None)
     if bad is not None:
