@@ -30,7 +30,7 @@ class ParrotClientParams(BaseModel):
     stop: list[str] | None = None
     """Stop strings (not included in the output); a call's `stop` replaces them."""
     timeout: float | None = None
-    """Seconds for a whole request; None: no limit."""
+    """Seconds to wait for the server to connect or send the next bytes; None: no limit."""
     max_retries: int = 2
     """Retries of a request that could not start (connection refused, 429, 5xx)."""
 

@@ -40,7 +40,7 @@ class GraphPlan:
 
     @classmethod
     def from_builder(cls, builder: Any, nodes: dict[str, Step],
-                     output_keys: list[str]) -> "GraphPlan":
+                     output_keys: list[str]) -> GraphPlan:
         edges: dict[str, list[str]] = {}
         for start, end in sorted(builder.edges):
             edges.setdefault(start, []).append(end)

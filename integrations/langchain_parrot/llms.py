@@ -7,8 +7,8 @@
 
 The prompt is sent as is (no chat template). One code path: every request streams;
 `_generate` aggregates the streamed chunks. Several prompts (`batch`, `generate`) go to the
-server in one request and run concurrently there. `max_tokens=None` means the OpenAI
-default of 16 tokens.
+server in one request (64 at most each) and run concurrently there. `max_tokens=None` means
+the OpenAI default of 16 tokens.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from langchain_parrot.messages import usage_metadata
 from langchain_parrot.transport import Delta, StreamSummary, astream_deltas, stream_deltas
 
 COMPLETIONS_PATH = "/v1/completions"
+MAX_PROMPTS_PER_REQUEST = 64  # the server's limit of prompts in one request
 Indexed = tuple[int, GenerationChunk]  # (prompt index, chunk)
 
 
@@ -85,33 +86,37 @@ class ParrotLLM(ParrotClientParams, BaseLLM):
     def _stream_indexed(self, prompts: list[str], stop: list[str] | None,
                         run_manager: CallbackManagerForLLMRun | None, summary: StreamSummary,
                         kwargs: dict[str, Any]) -> Iterator[Indexed]:
-        for delta in stream_deltas(self._endpoint(), COMPLETIONS_PATH,
-                                   self._completion_body(prompts, stop, kwargs)):
-            item = _text_chunk(delta, summary)
-            if item is not None:
-                if run_manager:
-                    run_manager.on_llm_new_token(item[1].text, chunk=item[1])
-                yield item
+        for offset, body in self._completion_bodies(prompts, stop, kwargs):
+            for delta in stream_deltas(self._endpoint(), COMPLETIONS_PATH, body):
+                item = _text_chunk(delta, offset, summary)
+                if item is not None:
+                    if run_manager:
+                        run_manager.on_llm_new_token(item[1].text, chunk=item[1])
+                    yield item
 
     async def _astream_indexed(self, prompts: list[str], stop: list[str] | None,
                                run_manager: AsyncCallbackManagerForLLMRun | None,
                                summary: StreamSummary,
                                kwargs: dict[str, Any]) -> AsyncIterator[Indexed]:
-        async for delta in astream_deltas(self._endpoint(), COMPLETIONS_PATH,
-                                          self._completion_body(prompts, stop, kwargs)):
-            item = _text_chunk(delta, summary)
-            if item is not None:
-                if run_manager:
-                    await run_manager.on_llm_new_token(item[1].text, chunk=item[1])
-                yield item
+        for offset, body in self._completion_bodies(prompts, stop, kwargs):
+            async for delta in astream_deltas(self._endpoint(), COMPLETIONS_PATH, body):
+                item = _text_chunk(delta, offset, summary)
+                if item is not None:
+                    if run_manager:
+                        await run_manager.on_llm_new_token(item[1].text, chunk=item[1])
+                    yield item
 
-    def _completion_body(self, prompts: list[str], stop: list[str] | None,
-                         kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _completion_bodies(self, prompts: list[str], stop: list[str] | None,
+                           kwargs: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(offset, request body) per slice of at most MAX_PROMPTS_PER_REQUEST prompts."""
         kwargs.pop("stream", None)
-        return {**self._request_body(stop, **kwargs), "prompt": prompts}
+        body = self._request_body(stop, **kwargs)
+        for offset in range(0, len(prompts), MAX_PROMPTS_PER_REQUEST):
+            yield offset, {**body, "prompt": prompts[offset:offset + MAX_PROMPTS_PER_REQUEST]}
 
 
-def _text_chunk(delta: Delta, summary: StreamSummary) -> Indexed | None:
+def _text_chunk(delta: Delta, offset: int, summary: StreamSummary) -> Indexed | None:
+    delta = delta._replace(index=delta.index + offset)
     summary.add(delta)
     return (delta.index, GenerationChunk(text=delta.text)) if delta.text else None
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import parrot as P
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import get_config_list
 
 from langchain_parrot.client_params import ParrotClientParams
@@ -110,12 +111,13 @@ class ParrotRunnable(Runnable[Any, Any]):
         return await self._acall_with_config(run, input, config)
 
 
-def compile_chain(chain: Runnable, *, keep_graph: bool = False) -> ParrotRunnable:
+def compile_chain(chain: Runnable | dict, *, keep_graph: bool = False) -> ParrotRunnable:
     """Compile an LCEL chain into a runnable that runs it as one Semantic-Variable program.
 
     `keep_graph=True` keeps the server's view of each run's session (calls, variables,
     shared prefixes, timings) in `.last_graph`, for inspection and tests.
     """
+    chain = coerce_to_runnable(chain)  # a dict literal is a RunnableParallel
     compiler = Compiler()
     step = compiler.compile(chain)
     warn_client_steps(compiler, what="chain")
@@ -129,8 +131,8 @@ def warn_client_steps(compiler: Compiler, what: str) -> None:
     elif compiler.client_steps:
         names = ", ".join(s.reason for s in compiler.client_steps)
         warnings.warn(f"langchain_parrot: {len(compiler.client_steps)} step(s) of this {what} "
-                      f"cannot be compiled and run on the client, splitting the Parrot program "
-                      f"there (the part before each runs on the server first): {names}",
+                      f"are not compiled and run on the client, splitting the Parrot program "
+                      f"there (what comes before each runs on the server first): {names}",
                       stacklevel=3)
 
 

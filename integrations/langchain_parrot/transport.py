@@ -114,8 +114,9 @@ async def astream_deltas(endpoint: Endpoint, path: str,
 async def _aopen(endpoint: Endpoint, path: str, body: dict[str, Any]):
     import aiohttp
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=endpoint.timeout)) \
-            as session:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint.timeout,
+                                    sock_read=endpoint.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         resp = await _apost(session, endpoint, path, body)
         async with resp:
             yield resp
@@ -129,7 +130,7 @@ async def _apost(session: Any, endpoint: Endpoint, path: str, body: dict[str, An
         is_last = attempt == endpoint.max_retries
         try:
             resp = await session.post(endpoint.url(path), json=body, headers=endpoint.headers())
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+        except (aiohttp.ClientConnectionError, TimeoutError):
             if is_last:
                 raise
         else:
@@ -190,8 +191,18 @@ class StreamSummary:
         if delta.finish_reason is not None:
             self.finish_reasons[delta.index] = delta.finish_reason
         if delta.usage is not None:
-            self.usage = delta.usage
+            self.usage = _add_usage(self.usage or {}, delta.usage)
 
     def metadata(self, index: int = 0) -> dict[str, Any]:
         """`model_name` and `finish_reason` of choice `index`, for response metadata."""
         return {"model_name": self.model or "", "finish_reason": self.finish_reasons.get(index)}
+
+
+def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    """Usage of several requests summed (ParrotLLM splits large batches)."""
+    summed = {k: total.get(k, 0) + usage.get(k, 0)
+              for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    cached = [(u.get("prompt_tokens_details") or {}).get("cached_tokens") for u in (total, usage)]
+    if any(c is not None for c in cached):
+        summed["prompt_tokens_details"] = {"cached_tokens": sum(c or 0 for c in cached)}
+    return summed

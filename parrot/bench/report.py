@@ -53,8 +53,10 @@ def mode_summary(workload: Workload, runs: list[RunResult]) -> dict[str, Any]:
             cached.append(r.usage["cached_tokens"])
             generated.append(r.usage["completion_tokens"])
     kinds = sorted({s.kind for r in runs for s in r.samples})
+    cpu = [r.server_cpu_s for r in runs if r.server_cpu_s is not None]
     return {
         "runs": len(runs), "seconds": seconds, "seconds_median": median_s,
+        "server_cpu_s": cpu, "server_cpu_s_median": statistics.median(cpu) if cpu else None,
         "seconds_min": min(seconds), "seconds_max": max(seconds),
         "generated_tokens": generated,
         "tokens_per_s": workload.num_generated() / median_s,
@@ -89,6 +91,8 @@ def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, float | None]:
             continue
         b = modes[base]
         out[f"seconds_parrot/{base}"] = p["seconds_median"] / b["seconds_median"]
+        if p["server_cpu_s_median"] and b["server_cpu_s_median"]:
+            out[f"cpu_parrot/{base}"] = p["server_cpu_s_median"] / b["server_cpu_s_median"]
         if p["prefill_tokens"] is not None and b["prefill_tokens"]:
             out[f"prefill_parrot/{base}"] = p["prefill_tokens"] / b["prefill_tokens"]
     return out
@@ -104,10 +108,10 @@ def _ratio(value: float | None) -> str:
 
 def table(summary: dict[str, Any]) -> str:
     """The main Markdown table: one row per workload and mode."""
-    lines = [("| workload | mode | e2e s (median) | gen tok/s | latency p50 / p90 / p99 s "
-              "| prefill tokens computed | cached tokens | parrot/baseline | "
-              "parrot/baseline+cache |"),
-             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [("| workload | mode | e2e s (median) | server CPU s | gen tok/s | "
+              "latency p50 / p90 / p99 s | prefill tokens computed | cached tokens | "
+              "parrot/baseline e2e | parrot/baseline+cache e2e |"),
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for name, w in summary.items():
         for mode, m in w["modes"].items():
             k = m["kinds"].get(w["primary_kind"], {})
@@ -115,7 +119,8 @@ def table(summary: dict[str, Any]) -> str:
             r = w["ratios"] if mode == PARROT else {}
             lines.append(
                 f"| {name} | {mode} | {_fmt(m['seconds_median'])} | "
-                f"{_fmt(m['tokens_per_s'], 1)} | {lat} ({w['primary_kind']}) | "
+                f"{_fmt(m['server_cpu_s_median'], 1)} | {_fmt(m['tokens_per_s'], 1)} | "
+                f"{lat} ({w['primary_kind']}) | "
                 f"{_fmt(m['prefill_tokens'], 0)} | {_fmt(m['cached_tokens'], 0)} | "
                 f"{_ratio(r.get(f'seconds_parrot/{BASELINE}'))} | "
                 f"{_ratio(r.get(f'seconds_parrot/{BASELINE_CACHE}'))} |")

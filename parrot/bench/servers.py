@@ -57,6 +57,19 @@ async def wait_idle(http: Any, url: str, timeout: float = 5.0) -> dict[str, Any]
         await asyncio.sleep(0.05)
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process `pid` so far (all its threads), or None."""
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
 async def served_model(http: Any, url: str) -> str | None:
     async with http.get(url + "/v1/models") as resp:
         if resp.status != 200:

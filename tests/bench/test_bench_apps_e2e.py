@@ -55,6 +55,7 @@ def test_kv_is_free_after_every_run_and_latencies_are_recorded(smoke_run):
     _, data, _ = smoke_run
     for run in data["runs"]:
         assert run["used_blocks_after"] == 0, run
+        assert run["server_cpu_s"] > 0, run  # the bench started the servers: CPU is known
         assert run["samples"] and all(s["end"] >= s["start"] for s in run["samples"]), run
     for w in data["summary"].values():
         for m in w["modes"].values():

@@ -9,7 +9,14 @@ import pytest
 from parrot.bench import documents
 from parrot.bench.baseline_runtime import BaselineRuntime, Result
 from parrot.bench.report import percentile, ratios
-from parrot.bench.runner import BASELINE, BASELINE_CACHE, PARROT, Options, plan
+from parrot.bench.runner import (
+    BASELINE,
+    BASELINE_CACHE,
+    PARROT,
+    Options,
+    plan,
+    run_order,
+)
 from parrot.bench.runtime import Clock
 from parrot.bench.workloads import WORKLOADS, select
 from parrot.cli import build_parser
@@ -72,6 +79,12 @@ def test_select():
         select("nope")
 
 
+def test_run_order_rotates_which_mode_goes_first():
+    modes = [PARROT, BASELINE, BASELINE_CACHE]
+    assert [run_order(modes, r)[0] for r in range(3)] == modes
+    assert sorted(run_order(modes, 4)) == sorted(modes)
+
+
 def test_plan_starts_cache_on_then_cache_off():
     phases = plan(Options())
     assert [(p.modes, p.url, p.prefix_caching) for p in phases] == [
@@ -86,8 +99,8 @@ def test_percentile_and_ratios():
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([0.0, 10.0], 90) == pytest.approx(9.0)
-    modes = {PARROT: {"seconds_median": 1.0, "prefill_tokens": 10},
-             BASELINE: {"seconds_median": 4.0, "prefill_tokens": 40}}
+    modes = {PARROT: {"seconds_median": 1.0, "prefill_tokens": 10, "server_cpu_s_median": None},
+             BASELINE: {"seconds_median": 4.0, "prefill_tokens": 40, "server_cpu_s_median": 2}}
     assert ratios(modes) == {"seconds_parrot/baseline": 0.25, "prefill_parrot/baseline": 0.25}
 
 

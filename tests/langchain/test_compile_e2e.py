@@ -12,6 +12,8 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
 from langchain_parrot import ChatParrot, ParrotLLM, compile_chain
+from langchain_parrot.messages import to_openai_messages
+from langchain_parrot.program import ChatRenderer
 from tests.langchain.conftest import engine_stats
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +41,16 @@ def compiled_quietly(chain, **kwargs):
 
 def model_calls(graph: dict) -> list[dict]:
     return [c for c in graph["calls"] if c["kind"] == "llm"]
+
+
+async def test_rendered_chat_prompt_is_what_the_chat_endpoint_runs(chat, llm):
+    messages = FACT.invoke({"topic": "salt"}).to_messages()
+    [text] = await ChatRenderer(chat._endpoint()).render([to_openai_messages(messages)])
+    assert text.endswith("<|im_start|>assistant\n")
+    answer = await chat.ainvoke(messages)
+    assert (await llm.ainvoke(text)) == answer.content  # same tokens in, same tokens out
+    usage = (await llm.agenerate([text])).llm_output["token_usage"]
+    assert usage["prompt_tokens"] == answer.usage_metadata["input_tokens"]
 
 
 async def test_sequence_of_chat_calls(chat):
