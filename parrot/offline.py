@@ -45,7 +45,7 @@ async def _one(engine, prompt: str, sampling, raw: bool) -> tuple[str, int]:
                                       add_generation_prompt=True, tokenize=True)
         ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
     ctx = engine.new_context()
-    ctx.token_ids.extend(ids)
+    engine.append(ctx, ids)
     parts, n = [], 0
     try:
         async for chunk in engine.generate(ctx, sampling):

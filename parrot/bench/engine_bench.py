@@ -62,7 +62,7 @@ async def _prefill_rate(engine, n: int) -> float:
 async def _decode_step_ms(engine, batch: int, sp) -> float:
     async def one(i: int):
         ctx = engine.new_context()
-        ctx.token_ids.extend(torch.randint(1000, 40000, (PROMPT_LEN,)).tolist())
+        engine.append(ctx, torch.randint(1000, 40000, (PROMPT_LEN,)).tolist())
         async for _ in engine.generate(ctx, sp):
             pass
         engine.free(ctx)
@@ -96,7 +96,7 @@ async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int =
 
     async def one(i: int):
         ctx = engine.fork(parent)
-        ctx.token_ids.extend(torch.randint(1000, 40000, (private_len,)).tolist())
+        engine.append(ctx, torch.randint(1000, 40000, (private_len,)).tolist())
         async for _ in engine.generate(ctx, sp):
             pass
         engine.free(ctx)
@@ -133,7 +133,7 @@ def measure_startup(dtype: str, kv_memory_gb: float) -> dict:
         "from parrot.engine import Engine, EngineConfig, SamplingParams\n"
         "async def main():\n"
         f"    e = await Engine(EngineConfig(dtype='{dtype}', kv_memory_gb={kv_memory_gb})).start()\n"
-        "    ctx = e.new_context(); ctx.token_ids.extend(e.tokenizer.encode('Hello'))\n"
+        "    ctx = e.new_context(); e.append(ctx, e.tokenizer.encode('Hello'))\n"
         "    async for _ in e.generate(ctx, SamplingParams(max_tokens=1)): break\n"
         "    print(time.time() - t0, psutil.Process().memory_info().rss)\n"
         "    await e.stop()\n"

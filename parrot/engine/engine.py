@@ -98,6 +98,12 @@ class Engine:
             self.tree.free(ctx)
         self._wakeup.set()  # blocks came back: waiting work may fit now
 
+    def append(self, ctx: Context, token_ids: list[int]) -> None:
+        """Append tokens without computing them: the next `fill` or `generate` on `ctx`
+        computes them in the same request (a prompt then costs no extra step)."""
+        self._check_room(ctx, len(token_ids), 0)
+        ctx.token_ids.extend(token_ids)
+
     async def fill(self, ctx: Context, token_ids: list[int], priority: Priority = Priority.NORMAL) -> int:
         """Append `token_ids` and compute their KV. Returns how many of the context's
         pending tokens were found in the prefix cache instead of computed."""

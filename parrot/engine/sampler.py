@@ -6,6 +6,9 @@ from dataclasses import dataclass
 import torch
 
 
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logits / t would overflow to inf
+
+
 @dataclass
 class SamplingRow:
     """What the sampler needs for one sequence in one step."""
@@ -24,7 +27,7 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
             logits[i, row.banned_token_ids] = float("-inf")
     out = logits.argmax(dim=-1).tolist()
     for i, row in enumerate(rows):
-        if row.temperature > 0 and row.top_k != 1:
+        if row.temperature >= MIN_TEMPERATURE and row.top_k != 1:
             out[i] = _sample_row(logits[i], row)
     return out
 
@@ -39,6 +42,7 @@ def _sample_row(logits: torch.Tensor, row: SamplingRow) -> int:
         sorted_logits, order = torch.sort(logits, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) >= row.top_p  # keep the smallest set reaching top_p
+        drop[0] = False  # and always the likeliest token (a top_p below float32's reach drops all)
         logits = logits.index_put((order[drop],), torch.tensor(float("-inf")))
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=row.generator).item())

@@ -57,8 +57,7 @@ class Executor:
             for index, stage in enumerate(call.stages):
                 text = None if index == 0 else call.render(stage.pieces, session.graph.value_of)
                 tokens = call.first_tokens[skip:] if index == 0 else tokenize(engine, text)
-                if tokens:
-                    await engine.fill(ctx, tokens, priority=call.priority)
+                engine.append(ctx, tokens)  # computed by the generate below: no extra step
                 var = session.graph.variables[call.outputs[stage.output]]
                 await self._generate(engine, ctx, call, var, stage.output)
             call.state = CallState.DONE

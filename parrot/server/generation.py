@@ -80,7 +80,7 @@ async def _run_prompt(run: _Run, token_ids: list[int], prompt_index: int) -> Non
     try:
         if run.n == 1:
             ctx = run.new_context()
-            ctx.token_ids.extend(token_ids)  # computed by the generate request below
+            run.engine.append(ctx, token_ids)  # computed by the generate request below
             choice_contexts, cached = [ctx], None
         else:
             parent = run.new_context()

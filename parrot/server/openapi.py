@@ -57,8 +57,9 @@ NATIVE_SAMPLING = {"type": "object", "properties": {
     "top_k": {"type": "integer", "minimum": 0}}}
 CALL = {"type": "object", "properties": {
     "id": ID, "name": {"type": "string"}, "kind": {"enum": ["llm", "join"]},
-    "template": {"type": "string", "description": "{{input:x}} / {{output:y}} placeholders"},
-    "inputs": {"type": "object", "additionalProperties": INPUT},
+    "template": {"type": "string", "description": "{{input:x}} / {{output:y}} placeholders",
+                 "examples": ["Q: {{input:x}} A: {{output:y}}"]},
+    "inputs": {"type": "object", "additionalProperties": INPUT, "examples": [{"x": "2+2?"}]},
     "outputs": {"type": "object", "additionalProperties": {"oneOf": [ID, {
         "type": "object", "properties": {"var": ID, "sampling": NATIVE_SAMPLING}}]}},
     "sampling": NATIVE_SAMPLING, "eager": {"type": "boolean"},
@@ -135,7 +136,7 @@ def _paths() -> Schema:
         "/v1/sessions/{sid}": {"delete": _op("close a session (cancels its calls)", (404,),
                                              params=SESSION_PARAMS, session=True)},
         "/v1/sessions/{sid}/variables": {"post": _op(
-            "add variables", sess + (429,), params=SESSION_PARAMS, session=True,
+            "add variables", sess + (409, 429), params=SESSION_PARAMS, session=True,
             body=_body({"variables": {"type": "array", "minItems": 1, "items": VARIABLE}}))},
         "/v1/sessions/{sid}/variables/{vid}": {
             "put": _op("set a variable once", sess + (409,), params=VAR_PARAMS, session=True,

@@ -71,6 +71,13 @@ class FakeEngine:
         self.counters.num_cached_tokens += len(parent.token_ids)
         return child
 
+    def append(self, ctx: FakeContext, token_ids: list[int]) -> None:
+        """Like Engine.append: the tokens count as prefilled by the next generate."""
+        self._check_len(ctx, len(token_ids))
+        self.log.append(("append", ctx.id, len(token_ids), 0, time.time()))
+        ctx.token_ids += token_ids
+        self.counters.num_prefill_tokens += len(token_ids)
+
     async def fill(self, ctx: FakeContext, token_ids: list[int], priority=1) -> None:
         self._check_len(ctx, len(token_ids))
         self.log.append(("fill", ctx.id, len(token_ids), int(priority), time.time()))

@@ -36,7 +36,8 @@ def from_schema(schema: dict, components: dict, name: str = "") -> st.SearchStra
     if isinstance(kind, list):
         return st.one_of([from_schema({**schema, "type": k}, components, name) for k in kind])
     maker = _MAKERS.get(kind)
-    return maker(schema, components, name) if maker else json_values
+    values = maker(schema, components, name) if maker else json_values
+    return st.sampled_from(schema["examples"]) | values if "examples" in schema else values
 
 
 def _object(schema: dict, components: dict, name: str) -> st.SearchStrategy:
