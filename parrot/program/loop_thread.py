@@ -78,6 +78,8 @@ class LoopThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 async def _pump(make: Callable[[], AsyncIterator[Any]], put: Callable[[tuple], None]) -> None:

@@ -115,9 +115,8 @@ def _op(summary: str, errors: tuple[int, ...], *, body: Schema | None = None,
     return op
 
 
-def _paths() -> Schema:
+def _openai_paths() -> Schema:
     gen = (400, 404, 413, 429)
-    sess = (400, 404, 413)
     return {
         "/v1/completions": {"post": _op("OpenAI completion (SSE when stream)", gen, body=_body(
             {**OPENAI_COMMON, "prompt": {"oneOf": [
@@ -131,6 +130,12 @@ def _paths() -> Schema:
         "/v1/models": {"get": _op("the served model", ())},
         "/v1/parrot/render_chat": {"post": _op("a chat's prompt text", (400, 413), body=_body(
             {"messages": {"type": "array", "minItems": 1, "items": MESSAGE}}))},
+    }
+
+
+def _native_paths() -> Schema:
+    sess = (400, 404, 413)
+    return {
         "/v1/sessions": {"post": _op("open a session", (400, 413, 429), ok=201, body=_body(
             {"idle_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}}))},
         "/v1/sessions/{sid}": {"delete": _op("close a session (cancels its calls)", (404,),
@@ -153,6 +158,11 @@ def _paths() -> Schema:
                        ["calls"]))},
         "/v1/sessions/{sid}/graph": {"get": _op("the session's graph", (404,),
                                                 params=SESSION_PARAMS, session=True)},
+    }
+
+
+def _status_paths() -> Schema:
+    return {
         "/v1/parrot/engine_stats": {"get": _op("engine counters", ())},
         "/metrics": {"get": _op("Prometheus metrics", (), ok_type="text/plain")},
         "/health": {"get": _op("liveness", (), public=True)},
@@ -169,7 +179,7 @@ def document() -> Schema:
             "every route but /health, /openapi.json and the dashboard page needs "
             "`Authorization: Bearer <key>`; session routes also need "
             "`X-Parrot-Session-Token`.")},
-        "paths": _paths(),
+        "paths": {**_openai_paths(), **_native_paths(), **_status_paths()},
         "components": {"schemas": {"Error": ERROR}, "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer"},
             "sessionToken": {"type": "apiKey", "in": "header",

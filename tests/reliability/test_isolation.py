@@ -52,6 +52,7 @@ async def test_test_hooks_are_off_by_default(fake_client):
     assert resp.status == 404
 
 
+@pytest.mark.e2e
 def test_undecodable_auth_header_bytes_are_a_plain_401_or_404(server):
     """Header bytes that are not UTF-8 reach the constant-time comparisons: never a 500."""
     base, auth = open_session(server)
