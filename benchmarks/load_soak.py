@@ -48,6 +48,7 @@ class Config:
     sessions: int = 200
     chats: int = 16
     duration: float = 180.0
+    warmup: float = 30.0  # seconds of the same load before the RSS baseline is taken
     max_tokens: int = 4
     chat_tokens: int = 16
     rss_slack_mb: float = 150.0  # allowed RSS growth over the warmed-up baseline
@@ -191,26 +192,33 @@ class RssSampler:
             await asyncio.sleep(0.5)
 
 
+async def run_phase(http: aiohttp.ClientSession, url: str, cfg: Config, tally: Tally,
+                    seconds: float) -> int:
+    """Every worker repeats its round for `seconds`; how many rounds and chats were tried."""
+    deadline = time.monotonic() + seconds
+    workers = [repeat(deadline, lambda i, w=w: session_round(http, url, cfg, tally, (w, i)),
+                      tally) for w in range(cfg.sessions)]
+    workers += [repeat(deadline, lambda i: chat_once(http, url, cfg, tally), tally)
+                for _ in range(cfg.chats)]
+    return sum(await asyncio.gather(*workers))
+
+
 async def run_soak(url: str, pid: int | None, cfg: Config) -> dict:
-    """Warm up, run the load for `cfg.duration` seconds, wait for idle; the summary."""
-    tally, rss = Tally(), RssSampler(pid)
+    """A warm-up phase at the same load (then the RSS baseline), the measured phase, and a
+    wait for the engine to go idle; the summary."""
+    tally, warm, rss = Tally(), Tally(), RssSampler(pid)
     connector = aiohttp.TCPConnector(limit=cfg.sessions + cfg.chats + 8)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=600)) as http:
-        await session_round(http, url, cfg, Tally(), (-1, 0))  # warm-up: allocator, caches
-        await chat_once(http, url, cfg, Tally())
+        await run_phase(http, url, cfg, warm, cfg.warmup)
         before, baseline = await wait_idle(http, url), rss.now()
         started = time.monotonic()
-        deadline = started + cfg.duration
-        workers = [repeat(deadline, lambda i, w=w: session_round(http, url, cfg, tally, (w, i)),
-                          tally) for w in range(cfg.sessions)]
-        workers += [repeat(deadline, lambda i: chat_once(http, url, cfg, tally), tally)
-                    for _ in range(cfg.chats)]
         sampler = asyncio.ensure_future(rss.run())
-        attempts = sum(await asyncio.gather(*workers))
+        attempts = await run_phase(http, url, cfg, tally, cfg.duration)
         wall = time.monotonic() - started
         sampler.cancel()
         after = await wait_idle(http, url)
+    tally.errors += warm.errors
     memory = {"baseline": _r(baseline), "peak": _r(rss.peak), "final": _r(rss.now())}
     return summarize(cfg, tally, attempts, wall, before, after, memory)
 
@@ -248,13 +256,14 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=Config.sessions)
     parser.add_argument("--chats", type=int, default=Config.chats)
     parser.add_argument("--duration", type=float, default=Config.duration)
+    parser.add_argument("--warmup", type=float, default=Config.warmup)
     parser.add_argument("--max-tokens", type=int, default=Config.max_tokens)
     parser.add_argument("--server-args", default=" ".join(SERVER_ARGS),
                         help="flags for the server this script starts")
     parser.add_argument("--out", help="also write the summary as JSON here")
     args = parser.parse_args()
     cfg = Config(sessions=args.sessions, chats=args.chats, duration=args.duration,
-                 max_tokens=args.max_tokens)
+                 warmup=args.warmup, max_tokens=args.max_tokens)
     if args.url:
         summary = asyncio.run(run_soak(args.url, None, cfg))
     else:

@@ -77,20 +77,26 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-def _add_limit_args(parser: argparse.ArgumentParser) -> None:
-    from parrot.manager.limits import Limits
+LIMIT_FLAGS = ("max_sessions", "max_session_calls", "max_session_variables", "max_queue")
+# oneDNN and ideep keep an LRU cache of primitives per input shape, 1024 entries each by
+# default; under continuous batching (a new shape nearly every step) on CPU bf16 they grow
+# the server's memory for a long time. A small cache keeps it flat at the same throughput
+# (docs/reliability.md). Set the variables yourself to override.
+ONEDNN_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
 
-    d = Limits()
-    g = parser.add_argument_group("limits (a request past one gets 429, with Retry-After "
-                                  "when it clears with time)")
-    g.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024,
-                   help="largest request body; larger ones get 413")
-    g.add_argument("--max-sessions", type=_positive_int, default=d.max_sessions)
-    g.add_argument("--max-session-calls", type=_positive_int, default=d.max_session_calls,
-                   help="unfinished calls one session may have")
-    g.add_argument("--max-session-variables", type=_positive_int, default=d.max_session_variables)
-    g.add_argument("--max-queue", type=_positive_int, default=d.max_queue,
-                   help="engine requests waiting plus unfinished calls, over all sessions")
+
+def _add_limit_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("limits (past one: 429, with Retry-After when it clears "
+                                  "with time; docs/reliability.md)")
+    g.add_argument("--max-body-bytes", type=_positive_int,
+                   help="largest request body; larger ones get 413 (default 8 MiB)")
+    g.add_argument("--max-sessions", type=_positive_int, help="open sessions (default 10000)")
+    g.add_argument("--max-session-calls", type=_positive_int,
+                   help="unfinished calls one session may have (default 1024)")
+    g.add_argument("--max-session-variables", type=_positive_int,
+                   help="variables one session may have (default 16384)")
+    g.add_argument("--max-queue", type=_positive_int, help="engine requests waiting plus "
+                   "unfinished calls, over all sessions (default 4096)")
     g.add_argument("--enable-test-hooks", action="store_true",
                    help="open the fault-injection routes tests use (never in production)")
 
@@ -102,26 +108,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _limits_from_args(args: argparse.Namespace):
+def _server_config(args: argparse.Namespace):
     from parrot.manager.limits import Limits
+    from parrot.server.config import ServerConfig
 
-    return Limits(max_sessions=args.max_sessions, max_session_calls=args.max_session_calls,
-                  max_session_variables=args.max_session_variables, max_queue=args.max_queue)
+    limits = {name: getattr(args, name) for name in LIMIT_FLAGS if getattr(args, name)}
+    body = {"max_body_bytes": args.max_body_bytes} if args.max_body_bytes else {}
+    return ServerConfig(served_model_name=args.served_model_name,
+                        api_key=args.api_key or None, shutdown_timeout=args.shutdown_timeout,
+                        limits=Limits(**limits), enable_test_hooks=args.enable_test_hooks,
+                        **body)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from parrot.server.config import ServerConfig
+    for name, value in ONEDNN_CACHES.items():
+        os.environ.setdefault(name, value)  # before torch loads
     from parrot.server.serve import run, serve
 
     engine_config = engine_config_from_args(args)
-    server_config = ServerConfig(served_model_name=args.served_model_name,
-                                 api_key=args.api_key or None,
-                                 shutdown_timeout=args.shutdown_timeout,
-                                 max_body_bytes=args.max_body_bytes,
-                                 limits=_limits_from_args(args),
-                                 enable_test_hooks=args.enable_test_hooks)
     engine_configs = [dataclasses.replace(engine_config) for _ in range(args.num_engines)]
-    run(serve(engine_configs, server_config, args.host, args.port))
+    run(serve(engine_configs, _server_config(args), args.host, args.port))
     return 0
 
 

@@ -102,6 +102,7 @@ class Engine:
         """Append tokens without computing them: the next `fill` or `generate` on `ctx`
         computes them in the same request (a prompt then costs no extra step)."""
         self._check_room(ctx, len(token_ids), 0)
+        self._check_token_ids(token_ids, "token id")
         ctx.token_ids.extend(token_ids)
 
     async def fill(self, ctx: Context, token_ids: list[int], priority: Priority = Priority.NORMAL) -> int:

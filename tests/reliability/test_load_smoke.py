@@ -25,7 +25,7 @@ def load_soak_module():
 
 def test_load_smoke(tmp_path):
     soak = load_soak_module()
-    cfg = soak.Config(sessions=48, chats=4, duration=10.0)
+    cfg = soak.Config(sessions=48, chats=4, duration=10.0, warmup=5.0)
     with ServerProcess(soak.SERVER_ARGS, log_path=tmp_path / "serve.log") as server:
         summary = asyncio.run(soak.run_soak(server.url, server.proc.pid, cfg))
     print(summary)
