@@ -88,7 +88,7 @@ def test_int8_decode_weights_stay_close_to_bfloat16(smollm_dir):
     bf16 = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False)
     int8 = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False, int8_decode=True)
     assert int8.layers[0].mlp.down_proj.qweight.dtype == torch.int8
-    tokens = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198]  # 12 rows: int8 path
+    tokens = [1, 4093, 198, 1780]  # 4 rows: the int8 path
     a, b = our_logits(bf16, cfg, tokens), our_logits(int8, cfg, tokens)
     assert not torch.equal(a, b)  # the int8 path really ran
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
