@@ -107,6 +107,33 @@ async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int =
     return statistics.median(steps)
 
 
+async def measure_peer(url: str, batches: list[int]) -> dict:
+    """Decode ms/token of an OpenAI-compatible server (e.g. vLLM-CPU) at the same sizes:
+    `batch` concurrent streams of 128-token prompts, the median gap between tokens."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/v1/models") as r:
+            model = (await r.json())["data"][0]["id"]
+        out = {}
+        for batch in batches:
+            gaps = await asyncio.gather(*[_peer_stream(http, url, model, i) for i in range(batch)])
+            out[f"peer_decode_ms_b{batch}"] = statistics.median(g for gs in gaps for g in gs)
+        return out
+
+
+async def _peer_stream(http, url: str, model: str, seed: int) -> list[float]:
+    prompt = torch.randint(1000, 40000, (PROMPT_LEN,), generator=torch.Generator().manual_seed(seed))
+    body = {"model": model, "prompt": prompt.tolist(), "max_tokens": DECODE_TOKENS, "stream": True,
+            "ignore_eos": True, "temperature": 0}
+    stamps = []
+    async with http.post(f"{url}/v1/completions", json=body) as resp:
+        async for line in resp.content:
+            if line.startswith(b"data: {"):
+                stamps.append(time.perf_counter())
+    return [(b - a) * 1000 for a, b in zip(stamps[8:], stamps[9:])]  # decode-only gaps
+
+
 def measure_transformers(dtype: str) -> float:
     """ms per token of transformers' greedy generate, batch 1, same prompt length."""
     from transformers import AutoModelForCausalLM
@@ -162,6 +189,11 @@ def report(r: dict) -> str:
         on, off = r["shared_step_ms_cascade"], r["shared_step_ms_plain"]
         lines.append(f"32 forks of a 2000-token prefix: decode step {off:.1f} ms plain, {on:.1f} ms "
                      f"cascade -> {off / on:.2f}x")
+    for b in r["batches"]:
+        if f"peer_decode_ms_b{b}" in r:
+            peer = r[f"peer_decode_ms_b{b}"]
+            lines.append(f"peer server batch {b:<3} {peer:6.1f} ms/token ({r['peer_url']}) -> Parrot is "
+                         f"{peer / r[f'decode_ms_b{b}']:.2f}x its speed")
     if "hf_ms_per_token" in r:
         hf = r["hf_ms_per_token"]
         lines.append(f"transformers generate  {hf:6.1f} ms/token (batch 1)  -> Parrot batch 1 is "
@@ -183,6 +215,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-len", type=int, default=1024)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--no-transformers", action="store_true")
+    p.add_argument("--peer-url", help="an OpenAI-compatible server on the same model (e.g. "
+                   "vLLM-CPU) to measure at the same sizes, in the same run")
     p.add_argument("--no-shared-prefix", action="store_true",
                    help="skip the 32-forks decode step, cascade vs plain attention")
     p.add_argument("--json", help="also write the results here")
@@ -193,6 +227,9 @@ def run(args: argparse.Namespace) -> None:
          "prefill_len": args.prefill_len}
     r.update(measure_startup(args.dtype, args.kv_memory_gb))
     r.update(asyncio.run(measure_engine(args)))
+    if args.peer_url:
+        r["peer_url"] = args.peer_url
+        r.update(asyncio.run(measure_peer(args.peer_url.rstrip("/"), args.batches)))
     if not args.no_shared_prefix:
         for cascade, key in ((True, "shared_step_ms_cascade"), (False, "shared_step_ms_plain")):
             r[key] = asyncio.run(measure_shared_prefix_step(args.dtype, cascade))
