@@ -43,12 +43,6 @@ class ChatParrot(ParrotClientParams, BaseChatModel):
     def _llm_type(self) -> str:
         return "parrot-chat"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed,
-                "stop": self.stop}
-
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "parrot"

@@ -47,6 +47,12 @@ class ParrotClientParams(BaseModel):
         body.update(stream=True, stream_options={"include_usage": True})
         return body
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed,
+                "stop": self.stop}
+
     def _ls_model_name(self, **kwargs: Any) -> str:
         model = kwargs.get("model")
         return model if isinstance(model, str) else self.model or "parrot-default"
