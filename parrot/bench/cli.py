@@ -27,6 +27,9 @@ def add_apps_parser(bench_subparsers: argparse._SubParsersAction,
                    "shared_prompt, gpts, multi_agent, mixed")
     p.add_argument("--scale", type=float, default=1.0, help="grow the workloads' sizes")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (tests)")
+    p.add_argument("--size", action="append", default=[], metavar="KEY=N",
+                   help="override a size field of every selected workload that has it, "
+                   "e.g. --size words=380 --size chunks=6 (repeatable)")
     p.add_argument("--repeats", type=int, help="runs per workload and mode (default 3; "
                    "1 with --smoke); the median is reported")
     p.add_argument("--modes", default=",".join(MODE_NAMES),
@@ -49,6 +52,13 @@ def add_apps_parser(bench_subparsers: argparse._SubParsersAction,
     p.set_defaults(func=cmd_apps)
 
 
+def _parse_size(item: str) -> tuple[str, int]:
+    key, _, value = item.partition("=")
+    if not key or not value.isdigit():
+        raise ValueError(f"--size wants KEY=N, got {item!r}")
+    return key, int(value)
+
+
 def cmd_apps(args: argparse.Namespace) -> int:
     from parrot.bench import report
     from parrot.bench.runner import Options, run
@@ -59,7 +69,8 @@ def cmd_apps(args: argparse.Namespace) -> int:
     if bad or not modes:
         raise SystemExit(f"parrot bench apps: unknown mode(s) {bad}; choose from {MODE_NAMES}")
     try:
-        workloads = [cls(args.scale, args.smoke) for cls in select(args.workload)]
+        overrides = dict(_parse_size(item) for item in args.size)
+        workloads = [cls(args.scale, args.smoke, overrides) for cls in select(args.workload)]
     except ValueError as e:
         raise SystemExit(f"parrot bench apps: {e}") from None
     out = Path(args.out)

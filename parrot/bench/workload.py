@@ -31,10 +31,12 @@ class Workload(ABC):
     sizes: ClassVar[dict[str, dict[str, Any]]]  # "smoke" and "full" presets
     scaled: ClassVar[tuple[str, ...]] = ()  # size fields multiplied by --scale
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
         preset = dict(self.sizes["smoke" if smoke else "full"])
         for key in self.scaled:
             preset[key] = max(1, math.ceil(preset[key] * scale))
+        preset.update({k: v for k, v in (overrides or {}).items() if k in preset})
         self.size = preset
         self.scale = scale
         self.smoke = smoke

@@ -52,8 +52,9 @@ class ChainSummary(Workload):
         "full": {"chunks": 5, "words": 120, "tokens": 24}}
     scaled = ("chunks",)
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         self.chunks = documents.chunks(self.size["chunks"], self.size["words"])
         self.first_summary, self.refine = make_functions(self.size["tokens"])
 

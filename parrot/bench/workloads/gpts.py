@@ -50,8 +50,9 @@ class Gpts(Workload):
         "full": {"apps": 4, "requests": 16, "words": 260, "tokens": 32, "rate": 4.0}}
     scaled = ("apps", "requests")
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         words = self.size["words"]
         self.personas = [_persona(i) for i in range(self.size["apps"])]
         self.references = [documents.words(i * words, words) for i in range(self.size["apps"])]

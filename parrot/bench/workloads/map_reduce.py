@@ -57,8 +57,9 @@ class MapReduce(Workload):
         "full": {"chunks": 8, "words": 100, "map_tokens": 24, "reduce_tokens": 32}}
     scaled = ("chunks",)
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         self.chunks = documents.chunks(self.size["chunks"], self.size["words"], start=600)
         self.summarize, self.combine = make_functions(self.size["map_tokens"],
                                                       self.size["reduce_tokens"])

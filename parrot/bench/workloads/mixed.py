@@ -44,8 +44,9 @@ class Mixed(Workload):
                  "job_gap": 2.0, "chats": 8, "chat_rate": 1.5, "chat_tokens": 32}}
     scaled = ("jobs", "chats")
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         s = self.size
         self.jobs = [(j * s["job_gap"],
                       documents.chunks(s["chunks"], s["words"], start=j * s["chunks"] * s["words"]))

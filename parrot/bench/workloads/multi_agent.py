@@ -93,8 +93,9 @@ class MultiAgent(Workload):
                  "design_tokens": 32, "code_tokens": 32, "review_tokens": 16}}
     scaled = ("coders",)
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         self.handbook = SPEC
         if self.size["licence_header"]:
             self.handbook += ("\nEvery file starts with this licence header:\n"

@@ -62,8 +62,9 @@ class SharedPrompt(Workload):
         "full": {"users": 10, "words": 420, "tokens": 32, "rate": 3.0}}
     scaled = ("users",)
 
-    def __init__(self, scale: float = 1.0, smoke: bool = False) -> None:
-        super().__init__(scale, smoke)
+    def __init__(self, scale: float = 1.0, smoke: bool = False,
+                 overrides: dict[str, int] | None = None) -> None:
+        super().__init__(scale, smoke, overrides)
         self.reference = documents.words(1600, self.size["words"])
         self.arrivals = documents.poisson_arrivals(self.size["users"], self.size["rate"],
                                                    seed=3)
