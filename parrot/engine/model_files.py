@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ def resolve_model_dir(model: str | None, cache_dir: str | None = None) -> tuple[
 
 
 def _file_key(path: Path) -> str:
-    st = path.stat()
-    raw = f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    """Stable across installs of the same file: its size and a hash of its first MiB."""
+    with open(path, "rb") as f:
+        head = f.read(2**20)
+    raw = hashlib.sha256(head).hexdigest() + f":{path.stat().st_size}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -76,6 +79,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     try:
         tmp.rename(out)
     except OSError:  # a concurrent conversion won the race
+        shutil.rmtree(tmp, ignore_errors=True)
         if not (out / _DONE_MARKER).exists():
             raise
     return out
