@@ -29,6 +29,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, help="tokens per KV block")
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
     g.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
+    g.add_argument("--latency-token-budget", type=int,
+                   help="step budget of other work's prefills while latency-critical work runs")
     g.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
     g.add_argument("--quantization", choices=("int8",),
                    help="int8: int8 weight-only decode projections (CPU bf16; faster decode, "
@@ -45,6 +47,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "kv_memory_gb": args.kv_memory_gb, "block_size": args.block_size,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
+        "latency_token_budget": getattr(args, "latency_token_budget", None),
         "quantization": getattr(args, "quantization", None),
     }
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
