@@ -37,13 +37,13 @@ async def generate(engine_config, args: argparse.Namespace) -> None:
 
 
 async def _one(engine, prompt: str, sampling, raw: bool) -> tuple[str, int]:
+    from parrot.server.prompts import chat_token_ids  # tokenized exactly as the chat endpoint does
+
     tok = engine.tokenizer
     if raw or not getattr(tok, "chat_template", None):
         ids = tok.encode(prompt)
     else:
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}],
-                                      add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        ids = chat_token_ids(tok, [{"role": "user", "content": prompt}])
     ctx = engine.new_context()
     engine.append(ctx, ids)
     parts, n = [], 0

@@ -219,7 +219,7 @@ class Engine:
             log.exception("engine step failed")
             tokens = None
             for s in plan.seqs:
-                self._fail(s.request, e)
+                self._finish(s.request, error=e)
         finally:
             self._in_flight = set()
         self._step_times.add(time.perf_counter() - start)
@@ -249,7 +249,7 @@ class Engine:
             if req.is_done:
                 continue
             if req.fail_with is not None:
-                self._fail(req, req.fail_with)
+                self._finish(req, error=req.fail_with)
             elif req.is_fill:
                 if req.ctx.num_pending == 0:
                     self._finish(req)
@@ -292,9 +292,6 @@ class Engine:
         self._stats.num_requests_finished += 1
         if req.is_fill:
             req.outputs.put_nowait(None)
-
-    def _fail(self, req: Request, error: Exception) -> None:
-        self._finish(req, error=error)
 
     def _free_pending(self, plan: StepPlan) -> None:
         for s in plan.seqs:
