@@ -152,13 +152,13 @@ def merge_state(o_a: Tensor, lse_a: Tensor, o_b: Tensor, lse_b: Tensor) -> tuple
     """Merge two partial attention states over disjoint KV sets.
 
     o: [M, H, D] float32; lse: [M, H] float32, base e; lse = -inf marks an empty part
-    (its o is ignored), and two empty parts merge to (0, -inf) without NaN.
+    (its o, which must be finite, is ignored), and two empty parts merge to lse -inf
+    without NaN. Part a's weight is exp(lse_a) / (exp(lse_a) + exp(lse_b)) =
+    sigmoid(lse_a - lse_b): five kernels, no exp of an unbounded difference.
     """
     lse = torch.logaddexp(lse_a, lse_b)
-    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
-    w_a = torch.exp(lse_a - safe)[..., None]
-    w_b = torch.exp(lse_b - safe)[..., None]
-    return o_a * w_a + o_b * w_b, lse
+    w_a = torch.sigmoid((lse_a - lse_b).nan_to_num_(0.0))  # both empty: -inf - -inf = nan
+    return torch.lerp(o_b, o_a, w_a[..., None]), lse
 
 
 def softmax_times_v(scores: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

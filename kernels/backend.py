@@ -77,11 +77,9 @@ class TorchAttentionBackend:
         else:
             self._plan = plan_paged(batch, self.block_size, device)
         layer_cache, decode = self.kv_cache[0, 0], self._plan.decode
-        # Plain decode computes in the cache dtype; a cascade's private level in float32.
-        decode_dtype = torch.float32 if self._cascade else layer_cache.dtype
         self._workspace = None
         if decode is not None:
-            self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, decode_dtype, self._pool, "decode")
+            self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, None, self._pool, "decode")
         shared = self._cascade.shared_blocks.numel() if self._cascade else 0
         self._shared_workspace = GatherWorkspace(shared, layer_cache, None, self._pool, "shared") if shared else None
 

@@ -157,16 +157,16 @@ def cascade_attention(
 ) -> Tensor:
     """q: [T, Hq, D] -> [T, Hq, D]. K/V caches: [num_blocks, block_size, Hkv, D].
 
-    Private level first (batched paged attention, float32, with lse), then every group's
-    shared blocks gathered in one pass and each group's queries attended against its
-    blocks in one kernel call, merged in float32. Workspaces: reusable gather buffers for
-    the private decode blocks (float32) and for `plan.shared_blocks` (cache dtype).
+    Private level first (batched paged attention in the cache dtype, with lse), then every
+    group's shared blocks gathered in one pass and each group's queries attended against
+    its blocks in one kernel call. Each level's output is rounded to q's dtype once (as
+    FlashInfer's cascade does); the merges run in float32. Workspaces: reusable gather
+    buffers for the private decode blocks and for `plan.shared_blocks`.
     """
-    out, lse = paged_attention(
-        q.float(), k_cache, v_cache, plan.private, True, private_workspace, use_fused
-    )
+    out, lse = paged_attention(q, k_cache, v_cache, plan.private, True, private_workspace, use_fused)
     if not plan.groups:
-        return out.to(q.dtype)
+        return out
+    out = out.float()
     shared_workspace = shared_workspace or GatherWorkspace(plan.shared_blocks.numel(), k_cache)
     k_all, v_all = shared_workspace.gather(k_cache, v_cache, plan.shared_blocks)
     k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]

@@ -157,8 +157,8 @@ class GatherWorkspace:
     and reused by every layer: on CPU a fresh 100 MB allocation per layer costs more, in
     page faults, than the gather itself. With a `pool`, buffers also live across steps.
 
-    Blocks are gathered in the cache's dtype, then (if `dtype` differs, e.g. float32 for
-    a cascade's private level over a bf16 cache) converted in one contiguous pass.
+    Blocks are gathered in the cache's dtype, then (if `dtype` differs, e.g. float32 queries
+    over a bf16 cache) converted in one contiguous pass.
     """
 
     def __init__(

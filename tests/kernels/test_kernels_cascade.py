@@ -11,6 +11,14 @@ from kernels_reference import BlockPool, forked_batch, random_cache, reference_a
 from parrot_kernels import AttentionBatch, TorchAttentionBackend, find_groups, merge_state, plan_cascade
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
+
+
+def scaled_error(out, ref) -> float:
+    """Largest |out - ref| / max(1, |ref|). In bf16 each level's output is rounded once
+    before the merge (as FlashInfer's cascade does), so an output may sit one bf16 step
+    (2^-6 = 0.0156 between 2 and 4) from the reference: below 1 the bound is absolute,
+    above it relative, so values >= 2 are held to bf16's own precision."""
+    return ((out.double() - ref).abs() / ref.abs().clamp_min(1.0)).max().item()
 HEAD_DIM = 32
 
 
@@ -33,10 +41,10 @@ def check(batch, cache, num_q_heads, dtype, use_fused=True):
     cascade, plain, q = run_both(batch, cache, num_q_heads, use_fused=use_fused)
     ref, _ = reference_attention(q, cache[0], batch)
     assert not torch.isnan(cascade).any()
-    assert (cascade.double() - ref).abs().max() < TOLERANCE[dtype]
+    assert scaled_error(cascade, ref) < TOLERANCE[dtype]
     # Each is within TOLERANCE of the reference, so within twice that of each other
     # (in bf16 the two may round a value to neighbouring representable numbers).
-    assert (cascade.double() - plain.double()).abs().max() < 2 * TOLERANCE[dtype]
+    assert scaled_error(cascade, plain.double()) < 2 * TOLERANCE[dtype]
 
 
 def two_level_tree(bs):
