@@ -1,7 +1,9 @@
-"""FlashInfer attention backend for CUDA (flashinfer >= 0.2; API checked against 0.6).
+"""FlashInfer attention backend for CUDA (API checked against flashinfer-python 0.7.2).
 
 FlashInfer is imported lazily, inside functions, so this module imports on CPU-only
-machines. Its tests are marked `gpu`.
+machines. The step plan (`plan_step`) is plain CPU code; the kernels' tests are marked
+`gpu`, and the backend's use of the wrappers is also tested on CPU against a stand-in
+module written from FlashInfer's documented semantics (tests/kernels/fake_flashinfer.py).
 
 Cache layout: our per-layer views `kv_cache[layer, 0]` and `kv_cache[layer, 1]` are each
 [num_blocks, block_size, Hkv, D], exactly FlashInfer's "NHD" page layout for one of K or V.
@@ -13,17 +15,19 @@ Planning: `prepare` builds FlashInfer's CSR page tables as CPU int32 tensors; th
 `plan` runs once per step, at the first `forward` (the number of query heads and the query
 dtype are known only then), and every layer reuses it.
 
-Cascade: the same groups and levels as the torch backend (cascade.plan_cascade). Each
-shared level runs one BatchPrefillWithPagedKVCacheWrapper (causal=False: shared KV precedes
-every member's queries) over the queries of that level's groups, one FlashInfer "request"
-per group, so a group's pages are read once for all its queries; the private level runs a
-causal prefill (or a decode wrapper when every q_len is 1) over all sequences; states are
-merged with flashinfer.merge_state_in_place (FlashInfer's lse is base 2, used only here).
-MultiLevelCascadeAttentionWrapper runs the same per-level prefill wrappers and merges, but
-every one of its levels must cover every query, so a sequence outside a level (an unrelated
-request, a shallower branch) would need a group with no KV pages, which FlashInfer's
-kernels and merges have turned into NaN (flashinfer#4051, #4452). Running each level on its
-own query subset avoids empty groups altogether.
+A step is a list of levels, each one FlashInfer call (see `plan_step`):
+  * no shared prefix: one level over the whole batch, BatchDecodeWithPagedKVCacheWrapper
+    when every q_len is 1, else BatchPrefillWithPagedKVCacheWrapper (causal);
+  * a cascade where every shared level's groups cover the whole batch in batch order (the
+    common case: all requests of a step descend from one system prompt, or the batch is in
+    DFS order of the context tree): MultiLevelCascadeAttentionWrapper, one request per group
+    per level, non-causal shared levels, the causal private level last;
+  * any other cascade (an unrelated request in the batch, a shallower branch): the
+    MultiLevel wrapper would need a group with no KV pages for the queries outside a level,
+    which FlashInfer does not define (an empty request's lse is -inf and its merge divides
+    0 by 0), so each shared level runs its own BatchPrefillWithPagedKVCacheWrapper over only
+    its groups' query rows, merged into the private level's state with merge_state_in_place.
+FlashInfer's lse is base 2; it is only ever passed between FlashInfer calls here.
 """
 
 from __future__ import annotations
@@ -80,16 +84,54 @@ def _indptr(lengths: list[int]) -> Tensor:
     return out
 
 
-class SharedLevel(NamedTuple):
-    rows: Tensor  # [M] long, on device: query rows of the level's groups, group by group
-    table: PageTable  # one request per group
+class Level(NamedTuple):
+    """One FlashInfer call: `table`'s requests over the query `rows` (None: every row, in
+    batch order). Shared levels see all their KV (not causal); the last level is causal."""
+
+    rows: Tensor | None  # [M] long, on the cache's device
+    table: PageTable
+    causal: bool
 
 
-def shared_levels(plan: CascadePlan, block_size: int, device) -> list[SharedLevel]:
-    """Group the cascade's groups by level; each group becomes one FlashInfer request."""
-    levels: list[SharedLevel] = []
+class StepPlan(NamedTuple):
+    levels: list[Level]  # shared levels, outermost first, then the private (or whole) level
+
+    @property
+    def is_cascade(self) -> bool:
+        return len(self.levels) > 1
+
+    @property
+    def is_multilevel(self) -> bool:
+        """A cascade whose every level covers every query in batch order."""
+        return self.is_cascade and all(level.rows is None for level in self.levels)
+
+    @property
+    def is_decode(self) -> bool:
+        """One level of one query per request: the decode wrapper."""
+        return not self.is_cascade and self.levels[0].table.is_decode
+
+
+def plan_step(
+    batch: AttentionBatch, block_size: int, enable_cascade: bool = True,
+    min_seqs: int = 2, min_blocks: int = 1, device: torch.device | str = "cpu",
+) -> StepPlan:
+    """The step's FlashInfer calls: the same groups and levels as the torch backend."""
+    cascade = plan_cascade(batch, block_size, min_seqs, min_blocks) if enable_cascade else None
+    if cascade is None or not cascade.groups:
+        whole = page_table(batch.q_lens, batch.kv_lens, batch.block_tables, block_size)
+        return StepPlan([Level(None, whole, causal=True)])
+    private = cascade.private_batch
+    last = Level(None, page_table(private.q_lens, private.kv_lens, private.block_tables, block_size), True)
+    return StepPlan(shared_levels(cascade, block_size, batch.num_tokens, device) + [last])
+
+
+def shared_levels(plan: CascadePlan, block_size: int, num_tokens: int, device) -> list[Level]:
+    """Group the cascade's groups by level; each group becomes one FlashInfer request, in
+    the order of their first query row. A level whose groups then hold rows
+    0..num_tokens-1 in order (each group's rows contiguous, every row covered) gets rows None."""
+    levels: list[Level] = []
     for level in range(plan.num_levels - 1):
-        groups = [g for g in plan.groups if g.level == level]
+        groups = sorted((g for g in plan.groups if g.level == level), key=lambda g: g.rows[0].item())
         table = page_table(
             [g.rows.numel() for g in groups],
             [g.blocks.numel() * block_size for g in groups],
@@ -97,7 +139,9 @@ def shared_levels(plan: CascadePlan, block_size: int, device) -> list[SharedLeve
             block_size,
         )
         table = table._replace(is_decode=False)  # several queries per request
-        levels.append(SharedLevel(torch.cat([g.rows for g in groups]).to(device), table))
+        rows = torch.cat([g.rows for g in groups])
+        in_order = rows.numel() == num_tokens and torch.equal(rows, torch.arange(num_tokens))
+        levels.append(Level(None if in_order else rows.to(device), table, causal=False))
     return levels
 
 
@@ -111,38 +155,38 @@ class FlashInferAttentionBackend:
         cascade_min_seqs: int = 2,
         cascade_min_blocks: int = 1,
     ) -> None:
-        if kv_cache.dim() != 6 or kv_cache.shape[1] != 2 or kv_cache.device.type != "cuda":
-            raise ValueError("kv_cache must be a CUDA tensor [layers, 2, blocks, block_size, Hkv, D]")
+        if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
+            raise ValueError("kv_cache must be [layers, 2, blocks, block_size, Hkv, D]")
         self.kv_cache = kv_cache
         self.block_size, self.num_kv_heads, self.head_dim = kv_cache.shape[3:]
         self.enable_cascade = enable_cascade
         self.cascade_min_seqs = cascade_min_seqs
         self.cascade_min_blocks = cascade_min_blocks
         self._float_workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_cache.device)
-        self._decode_wrapper = None  # made on first use, then reused every step
-        self._prefill_wrappers: list = []  # [0]: whole batch / private level; [1:]: shared levels
+        # Wrappers are made on first use and reused every step; they share the float
+        # workspace, which is safe because they run one after another on one stream.
+        self._decode_wrapper = None
+        self._prefill_wrappers: list = []  # one per level of the step
+        self._multilevel_wrappers: dict[int, object] = {}  # by number of levels
         self._slots: Tensor | None = None
-        self._main: PageTable | None = None  # whole batch, or the cascade's private level
-        self._levels: list[SharedLevel] = []
+        self._plan: StepPlan | None = None
         self._needs_plan = True
 
     @property
     def is_cascade_step(self) -> bool:
-        return bool(self._levels)
+        return self._plan is not None and self._plan.is_cascade
+
+    @property
+    def step_plan(self) -> StepPlan | None:
+        return self._plan
 
     def prepare(self, batch: AttentionBatch) -> None:
         batch.check_integrity(self.block_size, self.kv_cache.shape[2])
         device = self.kv_cache.device
         self._slots = slot_mapping(batch, self.block_size).to(device)
-        cascade = None
-        if self.enable_cascade:
-            cascade = plan_cascade(batch, self.block_size, self.cascade_min_seqs, self.cascade_min_blocks)
-        if cascade is not None and cascade.groups:
-            self._levels = shared_levels(cascade, self.block_size, device)
-            batch = cascade.private_batch
-        else:
-            self._levels = []
-        self._main = page_table(batch.q_lens, batch.kv_lens, batch.block_tables, self.block_size)
+        self._plan = plan_step(
+            batch, self.block_size, self.enable_cascade, self.cascade_min_seqs, self.cascade_min_blocks, device
+        )
         self._needs_plan = True
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
@@ -152,42 +196,61 @@ class FlashInferAttentionBackend:
         write_kv(k_cache, v_cache, k, v, self._slots)
         q_cache = q.to(k_cache.dtype)
         if self._needs_plan:
-            self._plan(q.shape[1])
+            self._plan_wrappers(q.shape[1])
             self._needs_plan = False
         paged = (k_cache, v_cache)  # NHD pages, see the module docstring
-        main = self._decode_wrapper if self._main.is_decode else self._prefill_wrappers[0]
-        if not self._levels:
-            return main.run(q_cache, paged).to(q.dtype)
+        plan = self._plan
+        if plan.is_multilevel:
+            return self._multilevel_wrappers[len(plan.levels)].run(q_cache, paged).to(q.dtype)
+        if not plan.is_cascade:
+            wrapper = self._decode_wrapper if plan.is_decode else self._prefill_wrappers[0]
+            return wrapper.run(q_cache, paged).to(q.dtype)
+        return self._run_levels(q_cache, paged).to(q.dtype)
+
+    def _run_levels(self, q: Tensor, paged) -> Tensor:
+        """The private level over every query, then each shared level over its own rows."""
         from flashinfer import merge_state_in_place
 
-        out, lse = main.run(q_cache, paged, return_lse=True)  # lse: base 2
-        for level, wrapper in zip(self._levels, self._prefill_wrappers[1:]):
-            o_level, lse_level = wrapper.run(q_cache.index_select(0, level.rows), paged, return_lse=True)
+        *shared, _ = self._plan.levels
+        private = self._prefill_wrappers[len(shared)]  # wrapper i runs level i
+        out, lse = private.run(q, paged, return_lse=True)  # lse: base 2
+        for level, wrapper in zip(shared, self._prefill_wrappers):
+            if level.rows is None:
+                o_level, lse_level = wrapper.run(q, paged, return_lse=True)
+                merge_state_in_place(out, lse, o_level, lse_level)
+                continue
+            o_level, lse_level = wrapper.run(q.index_select(0, level.rows), paged, return_lse=True)
             o_rows, lse_rows = out.index_select(0, level.rows), lse.index_select(0, level.rows)
             merge_state_in_place(o_rows, lse_rows, o_level, lse_level)
             out.index_copy_(0, level.rows, o_rows)
             lse.index_copy_(0, level.rows, lse_rows)
-        return out.to(q.dtype)
+        return out
 
-    def _plan(self, num_q_heads: int) -> None:
-        """Plan every wrapper of this step once; all layers reuse the plans."""
+    def _plan_wrappers(self, num_q_heads: int) -> None:
+        """Plan this step's wrappers once; all layers reuse the plans."""
         dtype = self.kv_cache.dtype
         shape = (num_q_heads, self.num_kv_heads, self.head_dim, self.block_size)
         kinds = dict(q_data_type=dtype, kv_data_type=dtype)
-        t = self._main
-        if t.is_decode:
+        levels = self._plan.levels
+        if self._plan.is_multilevel:
+            tables = [level.table for level in levels]
+            self._multilevel(len(levels)).plan(
+                [t.qo_indptr for t in tables], [t.kv_indptr for t in tables],
+                [t.kv_indices for t in tables], [t.kv_last_page_len for t in tables],
+                *shape, causal=True, **kinds,  # FlashInfer applies `causal` to the last level only
+            )
+        elif self._plan.is_decode:
+            t = levels[0].table
             self._decode().plan(
                 t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape, pos_encoding_mode="NONE", **kinds
             )
         else:
-            self._prefill(0).plan(
-                t.qo_indptr, t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape, causal=True, **kinds
-            )
-        for i, level in enumerate(self._levels, start=1):
-            t = level.table
-            self._prefill(i).plan(
-                t.qo_indptr, t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape, causal=False, **kinds
-            )
+            for i, level in enumerate(levels):
+                t = level.table
+                self._prefill(i).plan(
+                    t.qo_indptr, t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape,
+                    causal=level.causal, **kinds,
+                )
 
     def _decode(self):
         if self._decode_wrapper is None:
@@ -202,8 +265,15 @@ class FlashInferAttentionBackend:
     def _prefill(self, index: int):
         from flashinfer import BatchPrefillWithPagedKVCacheWrapper
 
-        while len(self._prefill_wrappers) <= index:  # wrappers share the float workspace:
-            self._prefill_wrappers.append(  # they run one after another on one stream
-                BatchPrefillWithPagedKVCacheWrapper(self._float_workspace, "NHD")
-            )
+        while len(self._prefill_wrappers) <= index:
+            self._prefill_wrappers.append(BatchPrefillWithPagedKVCacheWrapper(self._float_workspace, "NHD"))
         return self._prefill_wrappers[index]
+
+    def _multilevel(self, num_levels: int):
+        if num_levels not in self._multilevel_wrappers:
+            from flashinfer import MultiLevelCascadeAttentionWrapper
+
+            self._multilevel_wrappers[num_levels] = MultiLevelCascadeAttentionWrapper(
+                num_levels, self._float_workspace, "NHD"
+            )
+        return self._multilevel_wrappers[num_levels]
