@@ -1,0 +1,106 @@
+"""The model on CUDA through the FlashInfer backend (marked gpu; skipped without CUDA and
+flashinfer): logits against transformers on the same GPU, and a forked decode step with
+cascade attention against the same step without it. Random-init models, so no weights
+need to travel to the GPU machine: a tiny GQA Llama and one of SmolLM2's shape."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parrot.engine.weights import load_hf_config, load_model
+from parrot_kernels import AttentionBatch
+from parrot_kernels.flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not flashinfer_available(), reason="needs CUDA and flashinfer"),
+]
+
+SHAPES = {
+    "tiny-gqa": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                     num_attention_heads=8, num_key_value_heads=2),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3),
+}
+BLOCK = 16
+
+
+def random_llama(tmp_path, shape: str):
+    import transformers
+
+    config = transformers.LlamaConfig(vocab_size=49152, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                                      tie_word_embeddings=True, **SHAPES[shape])
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    path = tmp_path / shape
+    hf.save_pretrained(str(path))
+    cfg = load_hf_config(path)
+    ours = load_model(path, cfg, torch.bfloat16, "cuda", 2048, progress=False)
+    return ours, cfg, hf.cuda()
+
+
+def step_logits(model, cfg, kv, batch: AttentionBatch, ids: list[int], positions: list[int], cascade: bool):
+    backend = FlashInferAttentionBackend(kv, enable_cascade=cascade)
+    backend.prepare(batch)
+    with torch.inference_mode():
+        hidden = model(torch.tensor(ids, device="cuda"), torch.tensor(positions, device="cuda"), backend)
+        return model.compute_logits(hidden), backend.is_cascade_step
+
+
+def new_cache(cfg, num_blocks: int) -> torch.Tensor:
+    shape = (cfg.num_layers, 2, num_blocks, BLOCK, cfg.num_kv_heads, cfg.head_dim)
+    return torch.zeros(shape, dtype=torch.bfloat16, device="cuda")
+
+
+def close(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float]:
+    agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
+    return agree, ((ours - theirs).norm() / theirs.norm()).item()
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_cuda_prefill_matches_transformers(tmp_path, shape):
+    model, cfg, hf = random_llama(tmp_path, shape)
+    tokens = torch.randint(0, cfg.vocab_size, (100,), generator=torch.Generator().manual_seed(1)).tolist()
+    blocks = -(-len(tokens) // BLOCK)
+    batch = AttentionBatch([len(tokens)], [len(tokens)], [list(range(blocks))])
+    ours, _ = step_logits(model, cfg, new_cache(cfg, blocks), batch, tokens, list(range(len(tokens))), False)
+    with torch.inference_mode():
+        theirs = hf(torch.tensor([tokens], device="cuda")).logits[0].float()
+    agree, rel = close(ours, theirs)
+    print(f"{shape}: argmax agreement {agree:.3f}, relative error {rel:.4f}")
+    assert agree >= 0.95 and rel < 0.05
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_cuda_forked_decode_cascade_matches_plain_and_transformers(tmp_path, shape):
+    """8 forks of a 200-token prefix decode one token each: cascade (MultiLevel wrapper)
+    == plain paged == transformers run on each full sequence."""
+    model, cfg, hf = random_llama(tmp_path, shape)
+    gen = torch.Generator().manual_seed(2)
+    prefix = torch.randint(0, cfg.vocab_size, (200,), generator=gen).tolist()  # 12.5 blocks
+    tails = [torch.randint(0, cfg.vocab_size, (1 + i,), generator=gen).tolist() for i in range(8)]
+    shared = prefix[: 12 * BLOCK]  # whole blocks 0..11 are shared; the rest is private per fork
+    kv = new_cache(cfg, 12 + 8 * 3)
+    tables = [list(range(12)) + [12 + 3 * i, 13 + 3 * i, 14 + 3 * i] for i in range(8)]
+    seqs = [prefix + tail for tail in tails]
+    # prefill: the shared blocks once (fork 0), then each fork's private part
+    step_logits(model, cfg, kv, AttentionBatch([len(shared)], [len(shared)], [tables[0]]), shared,
+                list(range(len(shared))), False)
+    private = [s[len(shared):-1] for s in seqs]
+    step_logits(model, cfg, kv, AttentionBatch([len(p) for p in private], [len(s) - 1 for s in seqs], tables),
+                [t for p in private for t in p], [len(shared) + j for p in private for j in range(len(p))], False)
+    # decode: the last token of every fork, with and without cascade
+    batch = AttentionBatch([1] * 8, [len(s) for s in seqs], tables)
+    ids, positions = [s[-1] for s in seqs], [len(s) - 1 for s in seqs]
+    plain, was_cascade = step_logits(model, cfg, kv, batch, ids, positions, False)
+    assert not was_cascade
+    cascade, was_cascade = step_logits(model, cfg, kv, batch, ids, positions, True)
+    assert was_cascade
+    with torch.inference_mode():
+        theirs = torch.stack([hf(torch.tensor([s], device="cuda")).logits[0, -1].float() for s in seqs])
+    for name, ours in (("plain", plain), ("cascade", cascade)):
+        agree, rel = close(ours, theirs)
+        print(f"{shape} {name}: argmax agreement {agree:.3f}, relative error {rel:.4f}")
+        assert agree >= 7 / 8 and rel < 0.05
+    agree, rel = close(cascade, plain)
+    assert agree >= 7 / 8 and rel < 0.02
