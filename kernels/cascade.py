@@ -80,29 +80,45 @@ def shareable_prefixes(batch: AttentionBatch, block_size: int) -> list[list[int]
     ]
 
 
-def find_groups(prefixes: list[list[int]]) -> list[tuple[int, list[int], int, int]]:
+def find_groups(
+    prefixes: list[list[int]], block_size: int = 1, min_seqs: int = 2, min_blocks: int = 1,
+    min_saved_tokens: int = 0,
+) -> list[tuple[int, list[int], int, int]]:
     """Prefix tree of block lists -> groups (level, seq_ids, start_block, end_block).
 
     Sorting the block lists lexicographically is a DFS of the tree, so every group is a
     contiguous run of the sorted order and its common prefix is that of its first and
-    last member. A group has >= 2 sequences; single sequences keep their blocks private.
+    last member. A group is kept when it is worth a kernel call: >= min_seqs members
+    sharing a run of >= min_blocks blocks whose tokens, read once instead of once per
+    member, save >= min_saved_tokens token reads ((members - 1) * run tokens). A group
+    not kept leaves its run to its subgroups (their runs start where it started) or to
+    its members' private levels.
     """
     order = sorted(range(len(prefixes)), key=lambda i: prefixes[i])
     groups: list[tuple[int, list[int], int, int]] = []
-    _split(order, prefixes, 0, 0, groups)
+
+    def worth(num_seqs: int, start: int, end: int) -> bool:
+        return (num_seqs >= min_seqs and end - start >= min_blocks
+                and (num_seqs - 1) * (end - start) * block_size >= min_saved_tokens)
+
+    _split(order, prefixes, 0, 0, 0, worth, groups)
     return sorted(groups, key=lambda g: g[0])
 
 
-def _split(seq_ids, prefixes, depth, level, groups) -> None:
-    """seq_ids all agree on blocks [0, depth); split them by the block at `depth`."""
+def _split(seq_ids, prefixes, depth, start, level, worth, groups) -> None:
+    """seq_ids all agree on blocks [0, depth); blocks [start, depth) are not yet in a kept
+    group. Split them by the block at `depth`."""
     run: list[int] = []
     for i in seq_ids + [-1]:  # -1: sentinel flushing the last run
         key = prefixes[i][depth] if i >= 0 and len(prefixes[i]) > depth else None
         if run and (key is None or key != prefixes[run[0]][depth]):
             if len(run) >= 2:
                 end = _common_prefix_len(prefixes[run[0]], prefixes[run[-1]])
-                groups.append((level, run, depth, end))
-                _split(run, prefixes, end, level + 1, groups)
+                if worth(len(run), start, end):
+                    groups.append((level, run, start, end))
+                    _split(run, prefixes, end, end, level + 1, worth, groups)
+                else:
+                    _split(run, prefixes, end, start, level, worth, groups)
             run = []
         if key is not None:
             run.append(i)
@@ -117,14 +133,12 @@ def _common_prefix_len(a: list[int], b: list[int]) -> int:
 
 def plan_cascade(
     batch: AttentionBatch, block_size: int, min_seqs: int = 2, min_blocks: int = 1,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", min_saved_tokens: int = 0,
 ) -> CascadePlan:
-    """Plan one step. `groups` is empty (run plain paged attention) unless some group of
-    >= min_seqs sequences shares >= min_blocks leading blocks."""
+    """Plan one step. `groups` holds the groups worth a call (see find_groups); when it is
+    empty, run plain paged attention."""
     prefixes = shareable_prefixes(batch, block_size)
-    found = find_groups(prefixes)
-    if not any(len(ids) >= min_seqs and end >= min_blocks for _, ids, _, end in found):
-        found = []
+    found = find_groups(prefixes, block_size, min_seqs, min_blocks, min_saved_tokens)
     depths = [0] * batch.num_seqs
     for _, ids, _, end in found:
         for i in ids:

@@ -114,9 +114,12 @@ class StepPlan(NamedTuple):
 def plan_step(
     batch: AttentionBatch, block_size: int, enable_cascade: bool = True,
     min_seqs: int = 2, min_blocks: int = 1, device: torch.device | str = "cpu",
+    min_saved_tokens: int = 0,
 ) -> StepPlan:
     """The step's FlashInfer calls: the same groups and levels as the torch backend."""
-    cascade = plan_cascade(batch, block_size, min_seqs, min_blocks) if enable_cascade else None
+    cascade = None
+    if enable_cascade:
+        cascade = plan_cascade(batch, block_size, min_seqs, min_blocks, min_saved_tokens=min_saved_tokens)
     if cascade is None or not cascade.groups:
         whole = page_table(batch.q_lens, batch.kv_lens, batch.block_tables, block_size)
         return StepPlan([Level(None, whole, causal=True)])
@@ -154,6 +157,7 @@ class FlashInferAttentionBackend:
         enable_cascade: bool = True,
         cascade_min_seqs: int = 2,
         cascade_min_blocks: int = 1,
+        cascade_min_saved_tokens: int | None = None,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError("kv_cache must be [layers, 2, blocks, block_size, Hkv, D]")
@@ -162,6 +166,8 @@ class FlashInferAttentionBackend:
         self.enable_cascade = enable_cascade
         self.cascade_min_seqs = cascade_min_seqs
         self.cascade_min_blocks = cascade_min_blocks
+        # Not measured on a GPU yet: every group sharing a block is cascaded.
+        self.cascade_min_saved_tokens = cascade_min_saved_tokens or 0
         self._float_workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_cache.device)
         # Wrappers are made on first use and reused every step; they share the float
         # workspace, which is safe because they run one after another on one stream.
@@ -185,7 +191,8 @@ class FlashInferAttentionBackend:
         device = self.kv_cache.device
         self._slots = slot_mapping(batch, self.block_size).to(device)
         self._plan = plan_step(
-            batch, self.block_size, self.enable_cascade, self.cascade_min_seqs, self.cascade_min_blocks, device
+            batch, self.block_size, self.enable_cascade, self.cascade_min_seqs, self.cascade_min_blocks, device,
+            self.cascade_min_saved_tokens,
         )
         self._needs_plan = True
 

@@ -26,6 +26,10 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_prefix_caching: bool = True
     enable_cascade: bool = True
+    # A shared prefix is read once per group only where that saves >= this many token
+    # reads per layer ((sharers - 1) * shared tokens); None: the attention backend's default
+    # (2,048 on CPU, measured; every shared block on CUDA).
+    cascade_min_saved_tokens: int | None = None
     num_threads: int | None = None  # torch intra-op threads; None = all cores
     cache_dir: str | None = None  # where converted GGUF checkpoints go
     quantization: str | None = None  # "int8": int8 weight-only GEMV for decode (CPU bf16)

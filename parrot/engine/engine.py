@@ -237,6 +237,7 @@ class Engine:
     def _postprocess(self, plan: StepPlan, tokens: list[int]) -> None:
         it = iter(tokens)
         self._stats.num_steps += 1
+        self._stats.num_cascade_steps += self.runner.backend.is_cascade_step
         self._stats.last_batch_size, self._stats.last_step_tokens = len(plan.seqs), plan.num_tokens
         for s in plan.seqs:
             req = s.request

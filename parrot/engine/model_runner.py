@@ -41,7 +41,8 @@ class ModelRunner:
         self.num_blocks = max(1, int(config.kv_memory_gb * 2**30) // per_block)
         shape = (cfg.num_layers, 2, self.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
-        self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade)
+        self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade,
+                                    config.cascade_min_saved_tokens)
         self.device = config.device
 
     def build_input(self, plan: StepPlan, sampling: list[SamplingRow]) -> ModelInput:

@@ -12,6 +12,7 @@ class EngineStats:
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache (not computed)
     num_generated_tokens: int = 0
     num_steps: int = 0
+    num_cascade_steps: int = 0  # steps whose attention read some shared prefix once per group
     num_preemptions: int = 0
     num_requests_finished: int = 0
     num_requests_failed: int = 0

@@ -27,6 +27,8 @@ ENGINE_STATS = (
     ("num_preemptions", "parrot_preemptions_total", "counter",
      "Requests preempted (KV freed, recomputed later)."),
     ("num_steps", "parrot_engine_steps_total", "counter", "Engine steps run."),
+    ("num_cascade_steps", "parrot_engine_cascade_steps_total", "counter",
+     "Engine steps that read a shared prefix once per group (cascade attention)."),
     ("num_running", "parrot_requests_running", "gauge", "Requests in the running batch."),
     ("num_waiting", "parrot_requests_waiting", "gauge", "Requests waiting to be scheduled."),
     ("num_blocks", "parrot_kv_blocks", "gauge", "KV cache blocks in the pool."),

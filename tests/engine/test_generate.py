@@ -86,6 +86,30 @@ async def test_fork_continues_like_a_fresh_context_and_prefills_once(smollm):
     await engine.stop()
 
 
+async def test_cascade_on_and_off_give_the_same_greedy_tokens(smollm):
+    """8 forks of a ~400-token prefix decode together: with cascade attention (the prefix
+    read once per step and layer) exactly the tokens of plain paged attention."""
+    prefix = smollm.tokenizer.encode("A shared design document about parrots and their diet. " * 40)
+    questions = [smollm.tokenizer.encode(f" Question {i}: what do parrots eat?") for i in range(8)]
+    sp = SamplingParams(max_tokens=12, ignore_eos=True)
+    outputs = {}
+    for cascade in (True, False):
+        engine = await start_engine(smollm, enable_cascade=cascade)
+        parent = engine.new_context()
+        await engine.fill(parent, prefix)
+        forks = [engine.fork(parent) for _ in questions]
+        results = await asyncio.gather(*[generate(engine, q, sp, ctx=f) for f, q in zip(forks, questions)])
+        outputs[cascade] = [ids_of(chunks) for _, chunks in results]
+        stats = engine.stats()
+        assert (stats.num_cascade_steps >= 12) == cascade, stats.num_cascade_steps
+        for ctx, _ in results:
+            engine.free(ctx)
+        engine.free(parent)
+        assert_all_free(engine)
+        await engine.stop()
+    assert outputs[True] == outputs[False]
+
+
 async def test_prefix_cache_shares_prompts_without_forks(smollm):
     engine = await start_engine(smollm)
     tok = engine.tokenizer

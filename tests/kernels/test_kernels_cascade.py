@@ -22,7 +22,7 @@ def scaled_error(out, ref) -> float:
 HEAD_DIM = 32
 
 
-def run_both(batch, cache, num_q_heads, seed=1, use_fused=True):
+def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0):
     """Cascade and plain backends on the same random q/k/v. Returns (cascade, plain, q)."""
     gen = torch.Generator().manual_seed(seed)
     num_kv_heads, dtype = cache.shape[4], cache.dtype
@@ -30,15 +30,17 @@ def run_both(batch, cache, num_q_heads, seed=1, use_fused=True):
     q, k, v = (torch.randn(T, h, HEAD_DIM, generator=gen).to(dtype) for h in (num_q_heads, num_kv_heads, num_kv_heads))
     outs = []
     for enable in (True, False):
-        backend = TorchAttentionBackend(cache, enable_cascade=enable, use_fused=use_fused)
+        backend = TorchAttentionBackend(cache, enable_cascade=enable, use_fused=use_fused,
+                                        cascade_min_saved_tokens=min_saved)
         backend.prepare(batch)
-        assert backend.is_cascade_step == (enable and bool(plan_cascade(batch, cache.shape[3]).groups))
+        groups = plan_cascade(batch, cache.shape[3], min_saved_tokens=min_saved).groups
+        assert backend.is_cascade_step == (enable and bool(groups))
         outs.append(backend.forward(q, k, v, 0))
     return outs[0], outs[1], q
 
 
-def check(batch, cache, num_q_heads, dtype, use_fused=True):
-    cascade, plain, q = run_both(batch, cache, num_q_heads, use_fused=use_fused)
+def check(batch, cache, num_q_heads, dtype, use_fused=True, min_saved=0):
+    cascade, plain, q = run_both(batch, cache, num_q_heads, use_fused=use_fused, min_saved=min_saved)
     ref, _ = reference_attention(q, cache[0], batch)
     assert not torch.isnan(cascade).any()
     assert scaled_error(cascade, ref) < TOLERANCE[dtype]
@@ -122,6 +124,21 @@ def test_groups_need_two_sequences_and_threshold():
     assert plan_cascade(batch, 4, min_seqs=3).groups == []
 
 
+def test_groups_not_worth_a_call_leave_their_blocks_to_subgroups():
+    # 4 sequences share block 1; two of them also share blocks 2, 3, 4
+    prefixes = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6], [1, 7], [1, 8]]
+    assert find_groups(prefixes) == [(0, [0, 1, 2, 3], 0, 1), (1, [0, 1], 1, 4)]
+    # saving 3 reads of block 1 is not worth it, 1 read of blocks 1-4 is: the pair's group
+    # starts at block 0 and the other two keep block 1 private
+    assert find_groups(prefixes, min_saved_tokens=4) == [(0, [0, 1], 0, 4)]
+    assert find_groups(prefixes, min_saved_tokens=5) == []
+    batch = AttentionBatch([1] * 4, [20, 20, 5, 5], [p + [9 + i] for i, p in enumerate(prefixes)])
+    plan = plan_cascade(batch, 4, min_saved_tokens=16)
+    plan.check_integrity(batch, 4)
+    assert [(g.level, g.seq_ids, g.start_block, g.blocks.tolist()) for g in plan.groups] == [(0, [0, 1], 0, [1, 2, 3, 4])]
+    assert plan.shared_depths == [4, 4, 0, 0]
+
+
 def test_merge_state_with_empty_parts_has_no_nan():
     o = torch.randn(3, 2, 4)
     lse = torch.randn(3, 2)
@@ -157,3 +174,9 @@ def test_random_forests_plan_integrity_and_match(seed):
     batch = forked_batch([node(0) for _ in range(rng.randint(1, 3))], bs, BlockPool(2000, rng))
     plan_cascade(batch, bs).check_integrity(batch, bs)
     check(batch, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32)
+    # with a threshold some groups are pruned and their blocks move to subgroups or stay private
+    min_saved = rng.choice([2, 8, 32]) * bs
+    pruned = plan_cascade(batch, bs, min_saved_tokens=min_saved)
+    pruned.check_integrity(batch, bs)
+    assert all((len(g.seq_ids) - 1) * g.blocks.numel() * bs >= min_saved for g in pruned.groups)
+    check(batch, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32, min_saved=min_saved)
