@@ -5,6 +5,7 @@ nothing reaches the server while planning. `materialize` (at the end of a run, o
 client-side step needs real values) submits everything planned so far to the Parrot session,
 in planning order (which is dependency order), and fetches only the values it was asked for:
 the server runs the whole graph, dependent calls start there with no client round trip.
+`stream` does the same and yields the final text as the server generates it.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import asyncio
 import functools
 import inspect
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import parrot as P
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
 
 from langchain_parrot.symbols import PendingMessage, PlannedVar, PromptDraft
 from langchain_parrot.transport import Endpoint, apost_json
@@ -100,6 +102,22 @@ class Program:
             fn = _semantic_function(len(op.pieces), op.sampling)
             args = {f"p{i}": _bound(p) for i, p in enumerate(op.pieces)}
             op.output.sv = self.session.submit_call(fn, fn.bind(**args))[0]
+
+    async def stream(self, value: Any) -> AsyncIterator[Any]:
+        """`value` in chunks as it is produced: the text deltas of one planned text (str),
+        or of one chat answer (AIMessageChunk); any other value whole, once, like
+        `materialize`. Chunks add up (`+`) to what `materialize` returns."""
+        self.submit()
+        if isinstance(value, PlannedVar):
+            async for delta in value.sv.astream(P.LATENCY):
+                yield delta
+        elif isinstance(value, PendingMessage):
+            metadata = {"model_name": value.model_name} if value.model_name else {}
+            async for delta in value.content.sv.astream(P.LATENCY):
+                yield AIMessageChunk(content=delta)
+            yield AIMessageChunk(content="", response_metadata=metadata, chunk_position="last")
+        else:
+            yield await self.materialize(value)
 
     async def materialize(self, value: Any) -> Any:
         """`value` with every planned leaf replaced by its text (runs what it needs)."""

@@ -3,6 +3,7 @@
     compiled = compile_chain(prompt | ChatParrot(temperature=0, max_tokens=64) | StrOutputParser())
     compiled.invoke({"topic": "parrots"})      # same value as chain.invoke(...)
     compiled.batch([...])                      # every input's calls in ONE session
+    for chunk in compiled.stream({...}): ...   # the final answer's tokens as they come
 
 A run opens a Parrot session, plans every model call of the chain (prompt text with the
 server's chat template, wired by Semantic Variables), submits them together and fetches the
@@ -15,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import queue
+import threading
 import warnings
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import parrot as P
@@ -41,6 +44,15 @@ class ProgramRunner:
         self.last_graph: dict | None = None
         self._renderer = ChatRenderer(server._endpoint()) if server else None
 
+    async def stream(self, step: Step, input: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+        """Run `step` on `input` in a session of its own and stream its final value."""
+        async with self._session() as session:
+            program = Program(session, self._renderer)
+            async for chunk in program.stream(await step.run(RunContext(program, config), input)):
+                yield chunk
+            if self.keep_graph and session is not None:
+                self.last_graph = await session.agraph()
+
     async def run_all(self, run_one: Any, inputs: list[Any], configs: list[RunnableConfig],
                       return_exceptions: bool) -> list[Any]:
         """`run_one(program, input, config)` for every input, concurrently, in one session."""
@@ -61,7 +73,10 @@ class ProgramRunner:
 
 
 class ParrotRunnable(Runnable[Any, Any]):
-    """A compiled chain: `invoke`/`ainvoke`/`batch`/`abatch` as on the original chain."""
+    """A compiled chain: `invoke`/`ainvoke`/`batch`/`abatch`/`stream`/`astream` as on the
+    original chain. Streaming yields the final answer's text as it is generated (str
+    deltas, or AIMessageChunks when the chain ends with the chat model); a chain whose
+    value is not one answer (a dict, a list) streams it whole, once."""
 
     def __init__(self, chain: Runnable, step: Step, runner: ProgramRunner) -> None:
         self.chain = chain
@@ -103,6 +118,23 @@ class ParrotRunnable(Runnable[Any, Any]):
         configs = get_config_list(config, len(inputs))
         return await self.runner.run_all(self._run_one, inputs, configs, return_exceptions)
 
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        return iterate_sync(lambda: self.astream(input, config, **kwargs))
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        async def one_input() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one_input(), self._stream_one, config):
+            yield chunk
+
+    async def _stream_one(self, inputs: AsyncIterator[Any], run_manager: Any,
+                          config: RunnableConfig) -> AsyncIterator[Any]:
+        async for input in inputs:
+            async for chunk in self.runner.stream(self.step, input, config):
+                yield chunk
+
     async def _run_one(self, program: Program, input: Any, config: RunnableConfig) -> Any:
         async def run(value: Any, config: RunnableConfig) -> Any:
             ctx = RunContext(program, config)
@@ -134,6 +166,36 @@ def warn_client_steps(compiler: Compiler, what: str) -> None:
                       f"are not compiled and run on the client, splitting the Parrot program "
                       f"there (what comes before each runs on the server first): {names}",
                       stacklevel=3)
+
+
+def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    """Iterate the async iterator `make()` from sync code: it runs on a thread with its own
+    event loop, handing items over one by one; errors are raised here. Stopping early
+    (closing this generator) cancels it."""
+    items: queue.Queue = queue.Queue()
+    done, stop = object(), threading.Event()
+
+    async def pump() -> None:
+        try:
+            async for item in make():
+                items.put(item)
+                if stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+            items.put(e)
+        finally:
+            items.put(done)
+
+    thread = threading.Thread(target=asyncio.run, args=(pump(),), name="langchain-parrot-stream", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

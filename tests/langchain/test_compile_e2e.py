@@ -6,7 +6,7 @@ import warnings
 from operator import itemgetter
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
@@ -181,3 +181,34 @@ def test_prompt_that_transforms_a_value_waits_for_it(chat):
     with pytest.warns(UserWarning, match="transforms the text"):
         value = compiled.invoke({"topic": "rain"})
     assert value == chain.invoke({"topic": "rain"})
+
+
+async def test_stream_yields_the_final_answer_as_it_is_generated(parrot_url):
+    chat = ChatParrot(base_url=parrot_url, temperature=0, max_tokens=24)
+    chain = {"fact": FACT | chat | StrOutputParser()} | SHORTEN | chat | StrOutputParser()
+    compiled = compiled_quietly(chain)
+    expected = chain.invoke({"topic": "parrots"})
+    chunks = [c async for c in compiled.astream({"topic": "parrots"})]
+    assert all(isinstance(c, str) for c in chunks) and len(chunks) > 1  # tokens, not one blob
+    assert "".join(chunks) == expected
+    assert len(model_calls(compiled.last_graph)) == 2  # both calls in one program
+    sync_chunks = list(compiled.stream({"topic": "parrots"}))
+    assert len(sync_chunks) > 1 and "".join(sync_chunks) == expected
+
+
+def test_stream_of_a_chat_answer_gives_message_chunks(chat):
+    chain = FACT | chat
+    compiled = compiled_quietly(chain)
+    chunks = list(compiled.stream({"topic": "tea"}))
+    assert len(chunks) > 1 and all(isinstance(c, AIMessageChunk) for c in chunks)
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged += c
+    assert merged.content == chain.invoke({"topic": "tea"}).content
+    assert merged.response_metadata == compiled.invoke({"topic": "tea"}).response_metadata
+
+
+def test_stream_of_a_dict_value_gives_it_whole(chat):
+    chain = RunnableParallel(a=FACT | chat | StrOutputParser(), b=SHORTEN | chat | StrOutputParser())
+    inputs = {"topic": "owls", "fact": "Owls can turn their heads far."}
+    assert list(compiled_quietly(chain).stream(inputs)) == [chain.invoke(inputs)]
