@@ -37,6 +37,11 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                    "outputs differ slightly)")
     g.add_argument("--no-prefix-caching", action="store_true",
                    help="do not reuse cached KV of earlier prompts")
+    g.add_argument("--no-cascade", action="store_true",
+                   help="plain paged attention even where sequences share a prefix (to compare)")
+    g.add_argument("--cascade-min-saved-tokens", type=int, metavar="N",
+                   help="read a shared prefix once per group only where that saves >= N token "
+                   "reads per layer (default: 2048 on CPU, every shared block on CUDA)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -49,9 +54,11 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
         "latency_token_budget": getattr(args, "latency_token_budget", None),
         "quantization": getattr(args, "quantization", None),
+        "cascade_min_saved_tokens": getattr(args, "cascade_min_saved_tokens", None),
     }
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
     config.enable_prefix_caching = not args.no_prefix_caching
+    config.enable_cascade = not getattr(args, "no_cascade", False)
     return config
 
 

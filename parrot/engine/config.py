@@ -39,6 +39,8 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization must be 'int8' or unset, got {self.quantization!r}")
+        if self.cascade_min_saved_tokens is not None and self.cascade_min_saved_tokens < 0:
+            raise ValueError(f"cascade_min_saved_tokens must be >= 0, got {self.cascade_min_saved_tokens}")
         if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ValueError("block_size, max_num_batched_tokens and max_num_seqs must be positive")
 
