@@ -203,8 +203,11 @@ class Engine:
                 self._finish(req)
             if not plan.seqs:  # waiting for blocks that contexts hold: wait for a change
                 self._wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), 0.05)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # lands as the wait ends, and `stop()` then waits forever for this loop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await self._wakeup.wait()
                 continue
             await self._step(loop, plan)
 

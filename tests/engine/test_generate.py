@@ -110,6 +110,29 @@ async def test_cascade_on_and_off_give_the_same_greedy_tokens(smollm):
     assert outputs[True] == outputs[False]
 
 
+async def test_stop_right_after_the_last_free_returns(smollm):
+    """Freeing the last context wakes the loop into its short wait for blocks; a stop that
+    lands then must still end the loop (asyncio.wait_for on 3.11 swallowed that cancel and
+    `stop()` hung every time in this sequence)."""
+    for _ in range(5):
+        engine = await start_engine(smollm)
+        parent = engine.new_context()
+        await engine.fill(parent, list(range(100, 400)))
+        forks = [engine.fork(parent) for _ in range(4)]
+
+        async def one(ctx):
+            async for _ in engine.generate(ctx, SamplingParams(max_tokens=4, ignore_eos=True)):
+                pass
+            engine.free(ctx)
+
+        for ctx in forks:
+            engine.append(ctx, [500])
+        await asyncio.gather(*(one(f) for f in forks))
+        engine.free(parent)
+        assert_all_free(engine)
+        await asyncio.wait_for(asyncio.shield(engine.stop()), 10)
+
+
 async def test_prefix_cache_shares_prompts_without_forks(smollm):
     engine = await start_engine(smollm)
     tok = engine.tokenizer

@@ -104,3 +104,48 @@ def test_cuda_forked_decode_cascade_matches_plain_and_transformers(tmp_path, sha
         assert agree >= 7 / 8 and rel < 0.05
     agree, rel = close(cascade, plain)
     assert agree >= 7 / 8 and rel < 0.02
+
+
+def word_tokenizer(path, vocab_size: int) -> None:
+    """A word-level tokenizer (token i is the word `w{i}`) saved beside a random model, so
+    the engine's detokenizer has something to decode; no tokenizer files need to travel."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w2").save_pretrained(str(path))
+
+
+async def test_cuda_engine_serves_forks_with_cascade_and_frees_every_block(tmp_path):
+    """The whole engine on CUDA (scheduler, runner, FlashInfer backend, sampler): 8 forks of
+    a 400-token prefix generate 16 tokens each, cascade steps ran, every block comes back."""
+    import asyncio
+
+    from parrot.engine import Engine, EngineConfig, SamplingParams
+
+    _, cfg, _ = random_llama(tmp_path, "smollm2")
+    word_tokenizer(tmp_path / "smollm2", cfg.vocab_size)
+    engine = await Engine(EngineConfig(model=str(tmp_path / "smollm2"), device="cuda", dtype="bfloat16",
+                                       kv_memory_gb=0.5)).start()
+    gen = torch.Generator().manual_seed(3)
+    parent = engine.new_context()
+    await engine.fill(parent, torch.randint(3, cfg.vocab_size, (400,), generator=gen).tolist())
+
+    async def one(i: int) -> list[int]:
+        ctx = engine.fork(parent)
+        ctx.token_ids.extend(torch.randint(3, cfg.vocab_size, (1 + i,), generator=gen).tolist())
+        chunks = [c async for c in engine.generate(ctx, SamplingParams(max_tokens=16, ignore_eos=True))]
+        engine.free(ctx)
+        return [t for c in chunks for t in c.token_ids]
+
+    outputs = await asyncio.gather(*(one(i) for i in range(8)))
+    assert all(len(o) == 16 for o in outputs)
+    stats = engine.stats()
+    assert stats.num_cascade_steps >= 10, stats
+    engine.free(parent)
+    engine.check_integrity()
+    engine.evict_cache()
+    assert engine.stats().num_used_blocks == 0
+    await engine.stop()
