@@ -393,7 +393,7 @@ function renderEngine(data) {
   tile("KV cached · free", `${t.num_cached_blocks} · ${t.num_free_blocks}`);
   tile("prefix-cache hit rate", t.prefix_hit_rate === null ? "–" : `${fmt(100 * t.prefix_hit_rate, 1)} %`);
   tile("tokens prefill · decode · cached", `${t.num_prefill_tokens} · ${t.num_decode_tokens} · ${t.num_cached_tokens}`);
-  tile("steps · preemptions", `${t.num_steps} · ${t.num_preemptions}`);
+  tile("steps · cascade · preemptions", `${t.num_steps} · ${t.num_cascade_steps} · ${t.num_preemptions}`);
   renderCharts(data);
 }
 
