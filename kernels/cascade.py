@@ -36,6 +36,7 @@ class CascadeGroup(NamedTuple):
     blocks: Tensor  # [num_shared_blocks] long: the shared physical block ids
     rows: Tensor  # [M] long, ascending: query rows of every member sequence
     offset: int  # where `blocks` start in CascadePlan.shared_blocks
+    row_slice: slice | None  # the same rows when they are one run (no gather/scatter needed)
 
 
 class CascadePlan(NamedTuple):
@@ -61,6 +62,8 @@ class CascadePlan(NamedTuple):
             assert len(group.seq_ids) >= 2 and group.blocks.numel() >= 1
             rows = [r for i in group.seq_ids for r in range(starts[i], starts[i] + batch.q_lens[i])]
             assert sorted(rows) == group.rows.tolist()
+            if group.row_slice is not None:
+                assert list(range(group.row_slice.start, group.row_slice.stop)) == sorted(rows)
             for i in group.seq_ids:
                 assert len(covered[i]) == group.start_block
                 covered[i] += group.blocks.tolist()
@@ -147,7 +150,8 @@ def plan_cascade(
     for level, ids, start, end in found:
         rows = sorted(r for i in ids for r in range(starts[i], starts[i] + batch.q_lens[i]))
         blocks = _long(prefixes[ids[0]][start:end], device)
-        groups.append(CascadeGroup(level, ids, start, blocks, _long(rows, device), offset))
+        run = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else None
+        groups.append(CascadeGroup(level, ids, start, blocks, _long(rows, device), offset, run))
         offset += end - start
     shared_blocks = torch.cat([g.blocks for g in groups]) if groups else _long([], device)
     private_batch = AttentionBatch(
@@ -187,9 +191,10 @@ def cascade_attention(
     block_size = k_cache.shape[1]
     for group in plan.groups:
         tokens = slice(group.offset * block_size, (group.offset + group.blocks.numel()) * block_size)
-        if group.rows.numel() == q.shape[0]:  # the whole batch (rows ascending: 0..T-1)
-            o_g, lse_g = visible_attention(q, k_all[tokens], v_all[tokens], use_fused)
-            out, lse = merge_state(out, lse, o_g.float(), lse_g)
+        if group.row_slice is not None:  # one run of rows: views, no gather or scatter
+            rows = group.row_slice
+            o_g, lse_g = visible_attention(q[rows], k_all[tokens], v_all[tokens], use_fused)
+            out[rows], lse[rows] = merge_state(out[rows], lse[rows], o_g.float(), lse_g)
             continue
         o_g, lse_g = visible_attention(q.index_select(0, group.rows), k_all[tokens], v_all[tokens], use_fused)
         o_m, lse_m = merge_state(out.index_select(0, group.rows), lse.index_select(0, group.rows), o_g.float(), lse_g)

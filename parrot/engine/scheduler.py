@@ -67,6 +67,10 @@ class Scheduler:
             if req.status is Status.RUNNING:
                 self._schedule_running(req, plan, budget)
         self._admit_waiting(plan, budget)
+        # Row order does not change any result. Ordered by block table (a DFS of the context
+        # tree), sequences sharing a prefix sit side by side: each cascade group is one run
+        # of rows, and on CUDA every complete level fits FlashInfer's multi-level wrapper.
+        plan.seqs.sort(key=lambda s: s.request.ctx.block_table)
         return plan
 
     def _latency_active(self) -> bool:

@@ -174,6 +174,13 @@ def test_random_forests_plan_integrity_and_match(seed):
     batch = forked_batch([node(0) for _ in range(rng.randint(1, 3))], bs, BlockPool(2000, rng))
     plan_cascade(batch, bs).check_integrity(batch, bs)
     check(batch, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32)
+    # the same sequences in a shuffled batch order: groups are no longer runs of rows
+    order = list(range(batch.num_seqs))
+    rng.shuffle(order)
+    shuffled = AttentionBatch([batch.q_lens[i] for i in order], [batch.kv_lens[i] for i in order],
+                              [batch.block_tables[i] for i in order])
+    plan_cascade(shuffled, bs).check_integrity(shuffled, bs)
+    check(shuffled, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32)
     # with a threshold some groups are pruned and their blocks move to subgroups or stay private
     min_saved = rng.choice([2, 8, 32]) * bs
     pruned = plan_cascade(batch, bs, min_saved_tokens=min_saved)
