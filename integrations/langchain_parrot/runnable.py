@@ -16,16 +16,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import queue
-import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import parrot as P
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import get_config_list
+from parrot.program.loop_thread import background
 
 from langchain_parrot.client_params import ParrotClientParams
 from langchain_parrot.compiler import Compiler
@@ -119,7 +118,8 @@ class ParrotRunnable(Runnable[Any, Any]):
         return await self.runner.run_all(self._run_one, inputs, configs, return_exceptions)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        return iterate_sync(lambda: self.astream(input, config, **kwargs))
+        # On the client's loop thread (which every P.Session call runs on anyway).
+        return background().iter(lambda: self.astream(input, config, **kwargs))
 
     async def astream(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
@@ -166,36 +166,6 @@ def warn_client_steps(compiler: Compiler, what: str) -> None:
                       f"are not compiled and run on the client, splitting the Parrot program "
                       f"there (what comes before each runs on the server first): {names}",
                       stacklevel=3)
-
-
-def iterate_sync(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-    """Iterate the async iterator `make()` from sync code: it runs on a thread with its own
-    event loop, handing items over one by one; errors are raised here. Stopping early
-    (closing this generator) cancels it."""
-    items: queue.Queue = queue.Queue()
-    done, stop = object(), threading.Event()
-
-    async def pump() -> None:
-        try:
-            async for item in make():
-                items.put(item)
-                if stop.is_set():
-                    return
-        except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
-            items.put(e)
-        finally:
-            items.put(done)
-
-    thread = threading.Thread(target=asyncio.run, args=(pump(),), name="langchain-parrot-stream", daemon=True)
-    thread.start()
-    try:
-        while (item := items.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
