@@ -7,7 +7,7 @@ All log-sum-exps are base e; FlashInfer's are base 2.
 from .attention_ops import causal_mask, decode_attention, prefill_attention, visible_attention
 from .backend import AttentionBackend, TorchAttentionBackend, make_backend
 from .batch import AttentionBatch
-from .cascade import CascadeGroup, CascadePlan, cascade_attention, find_groups, merge_state, plan_cascade
+from .cascade import CascadeGroup, CascadeLimits, CascadePlan, cascade_attention, find_groups, merge_state, plan_cascade
 from .paged_attention import BufferPool, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "AttentionBatch",
     "BufferPool",
     "CascadeGroup",
+    "CascadeLimits",
     "CascadePlan",
     "GatherWorkspace",
     "PagedPlan",

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .batch import AttentionBatch
-from .cascade import CascadePlan, cascade_attention, plan_cascade
+from .cascade import CascadeLimits, CascadePlan, cascade_attention, plan_cascade
 from .paged_attention import BufferPool, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
 
 
@@ -37,37 +37,29 @@ class TorchAttentionBackend:
     """Backend in plain torch ops (CPU; also runs on any device torch supports).
 
     With `enable_cascade`, sequences sharing whole leading blocks run multi-level cascade
-    attention, reading each shared prefix once per group, where a group is worth its call
-    (see cascade.find_groups: >= `cascade_min_seqs` members, >= `cascade_min_blocks`
-    blocks, >= `cascade_min_saved_tokens` token reads saved); otherwise batched paged
-    attention. `use_fused=False` swaps torch's fused CPU attention kernel for the plain
-    bmm path.
+    attention, reading each shared prefix once per group, where `cascade_limits` says a
+    group is worth its call; otherwise batched paged attention. `use_fused=False` swaps
+    torch's fused CPU attention kernel for the plain bmm path.
     """
 
     # Measured on a 2-core CPU at SmolLM2's shape (bf16, 32 decodes, one layer): a group
     # call costs ~0.1 ms, about the gather of ~2,000 tokens of KV; 32 sequences sharing
     # 32 tokens ran 0.84x plain with cascade, 64 tokens 0.98x, 128 tokens 1.10x.
-    MIN_SAVED_TOKENS = 2048
+    DEFAULT_LIMITS = CascadeLimits(min_saved_tokens=2048)
 
     def __init__(
         self,
         kv_cache: Tensor,
         enable_cascade: bool = True,
-        cascade_min_seqs: int = 2,
-        cascade_min_blocks: int = 1,
+        cascade_limits: CascadeLimits | None = None,
         use_fused: bool = True,
-        cascade_min_saved_tokens: int | None = None,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError(f"kv_cache must be [layers, 2, blocks, block_size, Hkv, D], got {tuple(kv_cache.shape)}")
         self.kv_cache = kv_cache
         self.block_size = kv_cache.shape[3]
         self.enable_cascade = enable_cascade
-        self.cascade_min_seqs = cascade_min_seqs
-        self.cascade_min_blocks = cascade_min_blocks
-        self.cascade_min_saved_tokens = (
-            self.MIN_SAVED_TOKENS if cascade_min_saved_tokens is None else cascade_min_saved_tokens
-        )
+        self.cascade_limits = cascade_limits or self.DEFAULT_LIMITS
         self.use_fused = use_fused  # torch's fused CPU attention kernel; False: bmm reference path
         self._slots: Tensor | None = None  # [T] long: cache slot of each new token
         self._plan: PagedPlan | None = None  # plain plan, or the cascade's private level
@@ -86,8 +78,7 @@ class TorchAttentionBackend:
         self._slots = slot_mapping(batch, self.block_size).to(device)
         self._cascade = None
         if self.enable_cascade:
-            cascade = plan_cascade(batch, self.block_size, self.cascade_min_seqs, self.cascade_min_blocks, device,
-                                   self.cascade_min_saved_tokens)
+            cascade = plan_cascade(batch, self.block_size, self.cascade_limits, device)
             # Without groups the private level is the whole batch: reuse it as the plain plan.
             self._cascade = cascade if cascade.groups else None
             self._plan = cascade.private
@@ -122,15 +113,12 @@ def make_backend(
     cascade_min_saved_tokens: int | None = None,
 ) -> AttentionBackend:
     """FlashInfer on CUDA when it imports, else the torch backend. `cascade_min_saved_tokens`
-    None: the backend's own default."""
+    None: the backend's own default limits."""
     device = torch.device(device) if device is not None else kv_cache.device
+    limits = None if cascade_min_saved_tokens is None else CascadeLimits(min_saved_tokens=cascade_min_saved_tokens)
     if device.type == "cuda":
         from .flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
 
         if flashinfer_available():
-            return FlashInferAttentionBackend(
-                kv_cache, enable_cascade=enable_cascade, cascade_min_saved_tokens=cascade_min_saved_tokens
-            )
-    return TorchAttentionBackend(
-        kv_cache, enable_cascade=enable_cascade, cascade_min_saved_tokens=cascade_min_saved_tokens
-    )
+            return FlashInferAttentionBackend(kv_cache, enable_cascade, limits)
+    return TorchAttentionBackend(kv_cache, enable_cascade, limits)

@@ -27,6 +27,20 @@ from .attention_ops import merge_state, visible_attention
 from .paged_attention import GatherWorkspace, PagedPlan, paged_attention, plan_paged
 
 
+class CascadeLimits(NamedTuple):
+    """When sequences sharing a run of blocks are worth a group (one kernel call): >= min_seqs
+    members sharing >= min_blocks blocks whose tokens, read once instead of once per member,
+    save >= min_saved_tokens token reads ((members - 1) * run tokens)."""
+
+    min_seqs: int = 2
+    min_blocks: int = 1
+    min_saved_tokens: int = 0
+
+    def worth(self, num_seqs: int, num_blocks: int, block_size: int) -> bool:
+        return (num_seqs >= self.min_seqs and num_blocks >= self.min_blocks
+                and (num_seqs - 1) * num_blocks * block_size >= self.min_saved_tokens)
+
+
 class CascadeGroup(NamedTuple):
     """Sequences sharing `blocks` (whole blocks, positions [start, start + len) * block_size)."""
 
@@ -84,16 +98,13 @@ def shareable_prefixes(batch: AttentionBatch, block_size: int) -> list[list[int]
 
 
 def find_groups(
-    prefixes: list[list[int]], block_size: int = 1, min_seqs: int = 2, min_blocks: int = 1,
-    min_saved_tokens: int = 0,
+    prefixes: list[list[int]], block_size: int = 1, limits: CascadeLimits = CascadeLimits(),
 ) -> list[tuple[int, list[int], int, int]]:
     """Prefix tree of block lists -> groups (level, seq_ids, start_block, end_block).
 
     Sorting the block lists lexicographically is a DFS of the tree, so every group is a
     contiguous run of the sorted order and its common prefix is that of its first and
-    last member. A group is kept when it is worth a kernel call: >= min_seqs members
-    sharing a run of >= min_blocks blocks whose tokens, read once instead of once per
-    member, save >= min_saved_tokens token reads ((members - 1) * run tokens). A group
+    last member. A group is kept when `limits` says it is worth a kernel call; a group
     not kept leaves its run to its subgroups (their runs start where it started) or to
     its members' private levels.
     """
@@ -101,8 +112,7 @@ def find_groups(
     groups: list[tuple[int, list[int], int, int]] = []
 
     def worth(num_seqs: int, start: int, end: int) -> bool:
-        return (num_seqs >= min_seqs and end - start >= min_blocks
-                and (num_seqs - 1) * (end - start) * block_size >= min_saved_tokens)
+        return limits.worth(num_seqs, end - start, block_size)
 
     _split(order, prefixes, 0, 0, 0, worth, groups)
     return sorted(groups, key=lambda g: g[0])
@@ -135,13 +145,13 @@ def _common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 def plan_cascade(
-    batch: AttentionBatch, block_size: int, min_seqs: int = 2, min_blocks: int = 1,
-    device: torch.device | str = "cpu", min_saved_tokens: int = 0,
+    batch: AttentionBatch, block_size: int, limits: CascadeLimits = CascadeLimits(),
+    device: torch.device | str = "cpu",
 ) -> CascadePlan:
     """Plan one step. `groups` holds the groups worth a call (see find_groups); when it is
     empty, run plain paged attention."""
     prefixes = shareable_prefixes(batch, block_size)
-    found = find_groups(prefixes, block_size, min_seqs, min_blocks, min_saved_tokens)
+    found = find_groups(prefixes, block_size, limits)
     depths = [0] * batch.num_seqs
     for _, ids, _, end in found:
         for i in ids:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .batch import AttentionBatch
-from .cascade import CascadePlan, plan_cascade
+from .cascade import CascadeLimits, CascadePlan, plan_cascade
 from .paged_attention import slot_mapping, write_kv
 
 WORKSPACE_BYTES = 128 * 1024 * 1024  # FlashInfer's recommended float workspace
@@ -113,13 +113,10 @@ class StepPlan(NamedTuple):
 
 def plan_step(
     batch: AttentionBatch, block_size: int, enable_cascade: bool = True,
-    min_seqs: int = 2, min_blocks: int = 1, device: torch.device | str = "cpu",
-    min_saved_tokens: int = 0,
+    limits: CascadeLimits = CascadeLimits(), device: torch.device | str = "cpu",
 ) -> StepPlan:
     """The step's FlashInfer calls: the same groups and levels as the torch backend."""
-    cascade = None
-    if enable_cascade:
-        cascade = plan_cascade(batch, block_size, min_seqs, min_blocks, min_saved_tokens=min_saved_tokens)
+    cascade = plan_cascade(batch, block_size, limits) if enable_cascade else None
     if cascade is None or not cascade.groups:
         whole = page_table(batch.q_lens, batch.kv_lens, batch.block_tables, block_size)
         return StepPlan([Level(None, whole, causal=True)])
@@ -155,19 +152,15 @@ class FlashInferAttentionBackend:
         self,
         kv_cache: Tensor,
         enable_cascade: bool = True,
-        cascade_min_seqs: int = 2,
-        cascade_min_blocks: int = 1,
-        cascade_min_saved_tokens: int | None = None,
+        cascade_limits: CascadeLimits | None = None,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError("kv_cache must be [layers, 2, blocks, block_size, Hkv, D]")
         self.kv_cache = kv_cache
         self.block_size, self.num_kv_heads, self.head_dim = kv_cache.shape[3:]
         self.enable_cascade = enable_cascade
-        self.cascade_min_seqs = cascade_min_seqs
-        self.cascade_min_blocks = cascade_min_blocks
-        # Not measured on a GPU yet: every group sharing a block is cascaded.
-        self.cascade_min_saved_tokens = cascade_min_saved_tokens or 0
+        # Not measured on a GPU yet: by default every group sharing a block is cascaded.
+        self.cascade_limits = cascade_limits or CascadeLimits()
         self._float_workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_cache.device)
         # Wrappers are made on first use and reused every step; they share the float
         # workspace, which is safe because they run one after another on one stream.
@@ -190,10 +183,7 @@ class FlashInferAttentionBackend:
         batch.check_integrity(self.block_size, self.kv_cache.shape[2])
         device = self.kv_cache.device
         self._slots = slot_mapping(batch, self.block_size).to(device)
-        self._plan = plan_step(
-            batch, self.block_size, self.enable_cascade, self.cascade_min_seqs, self.cascade_min_blocks, device,
-            self.cascade_min_saved_tokens,
-        )
+        self._plan = plan_step(batch, self.block_size, self.enable_cascade, self.cascade_limits, device)
         self._needs_plan = True
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:

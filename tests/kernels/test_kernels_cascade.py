@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels_reference import BlockPool, forked_batch, random_cache, reference_attention
-from parrot_kernels import AttentionBatch, TorchAttentionBackend, find_groups, merge_state, plan_cascade
+from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, find_groups, merge_state, plan_cascade
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -30,10 +30,10 @@ def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0):
     q, k, v = (torch.randn(T, h, HEAD_DIM, generator=gen).to(dtype) for h in (num_q_heads, num_kv_heads, num_kv_heads))
     outs = []
     for enable in (True, False):
-        backend = TorchAttentionBackend(cache, enable_cascade=enable, use_fused=use_fused,
-                                        cascade_min_saved_tokens=min_saved)
+        limits = CascadeLimits(min_saved_tokens=min_saved)
+        backend = TorchAttentionBackend(cache, enable_cascade=enable, cascade_limits=limits, use_fused=use_fused)
         backend.prepare(batch)
-        groups = plan_cascade(batch, cache.shape[3], min_saved_tokens=min_saved).groups
+        groups = plan_cascade(batch, cache.shape[3], limits).groups
         assert backend.is_cascade_step == (enable and bool(groups))
         outs.append(backend.forward(q, k, v, 0))
     return outs[0], outs[1], q
@@ -119,9 +119,9 @@ def test_groups_need_two_sequences_and_threshold():
     assert find_groups([[1, 2], [1, 3], [4]]) == [(0, [0, 1], 0, 1)]
     assert find_groups([[1, 2], [5, 6]]) == []
     batch = AttentionBatch([1, 1], [9, 9], [[0, 1, 2], [0, 1, 3]])
-    assert plan_cascade(batch, 4, min_blocks=3).groups == []
-    assert len(plan_cascade(batch, 4, min_blocks=2).groups) == 1
-    assert plan_cascade(batch, 4, min_seqs=3).groups == []
+    assert plan_cascade(batch, 4, CascadeLimits(min_blocks=3)).groups == []
+    assert len(plan_cascade(batch, 4, CascadeLimits(min_blocks=2)).groups) == 1
+    assert plan_cascade(batch, 4, CascadeLimits(min_seqs=3)).groups == []
 
 
 def test_groups_not_worth_a_call_leave_their_blocks_to_subgroups():
@@ -130,10 +130,10 @@ def test_groups_not_worth_a_call_leave_their_blocks_to_subgroups():
     assert find_groups(prefixes) == [(0, [0, 1, 2, 3], 0, 1), (1, [0, 1], 1, 4)]
     # saving 3 reads of block 1 is not worth it, 1 read of blocks 1-4 is: the pair's group
     # starts at block 0 and the other two keep block 1 private
-    assert find_groups(prefixes, min_saved_tokens=4) == [(0, [0, 1], 0, 4)]
-    assert find_groups(prefixes, min_saved_tokens=5) == []
+    assert find_groups(prefixes, limits=CascadeLimits(min_saved_tokens=4)) == [(0, [0, 1], 0, 4)]
+    assert find_groups(prefixes, limits=CascadeLimits(min_saved_tokens=5)) == []
     batch = AttentionBatch([1] * 4, [20, 20, 5, 5], [p + [9 + i] for i, p in enumerate(prefixes)])
-    plan = plan_cascade(batch, 4, min_saved_tokens=16)
+    plan = plan_cascade(batch, 4, CascadeLimits(min_saved_tokens=16))
     plan.check_integrity(batch, 4)
     assert [(g.level, g.seq_ids, g.start_block, g.blocks.tolist()) for g in plan.groups] == [(0, [0, 1], 0, [1, 2, 3, 4])]
     assert plan.shared_depths == [4, 4, 0, 0]
@@ -183,7 +183,7 @@ def test_random_forests_plan_integrity_and_match(seed):
     check(shuffled, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32)
     # with a threshold some groups are pruned and their blocks move to subgroups or stay private
     min_saved = rng.choice([2, 8, 32]) * bs
-    pruned = plan_cascade(batch, bs, min_saved_tokens=min_saved)
+    pruned = plan_cascade(batch, bs, CascadeLimits(min_saved_tokens=min_saved))
     pruned.check_integrity(batch, bs)
     assert all((len(g.seq_ids) - 1) * g.blocks.numel() * bs >= min_saved for g in pruned.groups)
     check(batch, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32, min_saved=min_saved)

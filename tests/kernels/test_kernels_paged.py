@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels_reference import BlockPool, private_batch, random_cache, reference_attention
-from parrot_kernels import AttentionBatch, TorchAttentionBackend, paged_attention, plan_paged, slot_mapping, write_kv
+from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, paged_attention, plan_paged, slot_mapping, write_kv
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 HEAD_DIM = 32
@@ -22,8 +22,8 @@ def run_backend(batch, cache, num_q_heads, seed=1, enable_cascade=False, layer=0
     q = torch.randn(T, num_q_heads, HEAD_DIM, generator=gen).to(dtype)
     k = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
     v = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
-    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, use_fused=use_fused,
-                                  cascade_min_saved_tokens=0)
+    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits(),
+                                    use_fused=use_fused)
     backend.prepare(batch)
     return backend.forward(q, k, v, layer), q, k, v, backend
 
@@ -121,7 +121,7 @@ def test_backend_accepts_strided_qkv(enable_cascade):
     outs = []
     for strided in (True, False):
         cache = random_cache(1, 8, bs, Hkv, HEAD_DIM, torch.float32)
-        backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_min_saved_tokens=0)
+        backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits())
         backend.prepare(batch)
         args = (q, k, v) if strided else (q.contiguous(), k.contiguous(), v.contiguous())
         outs.append(backend.forward(*args, 0))
@@ -136,7 +136,7 @@ def test_steps_of_prefill_then_decode_reuse_one_backend(enable_cascade):
     matches the reference (plans and gather buffers are rebuilt per step, reused per layer)."""
     bs, Hq, Hkv, num_layers = 4, 6, 2, 2
     cache = torch.zeros(num_layers, 2, 32, bs, Hkv, HEAD_DIM)
-    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_min_saved_tokens=0)
+    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits())
     tables = [[0, 1, 2, 3], [0, 1, 4, 5]]  # an 8-token shared prompt, then private blocks
     steps = [AttentionBatch([8], [8], [tables[0][:2]])]  # prefill the prompt once
     steps += [AttentionBatch([3, 2], [11, 10], tables)]  # each fork prefills its suffix
