@@ -87,9 +87,9 @@ class TorchAttentionBackend:
         layer_cache, decode = self.kv_cache[0, 0], self._plan.decode
         self._workspace = None
         if decode is not None:
-            self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, None, self._pool, "decode")
+            self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, self._pool, "decode")
         shared = self._cascade.shared_blocks.numel() if self._cascade else 0
-        self._shared_workspace = GatherWorkspace(shared, layer_cache, None, self._pool, "shared") if shared else None
+        self._shared_workspace = GatherWorkspace(shared, layer_cache, self._pool, "shared") if shared else None
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         if self._slots is None:

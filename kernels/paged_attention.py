@@ -118,7 +118,7 @@ def paged_attention(
 
 def _batched_decode(q, k_cache, v_cache, plan: DecodePlan, workspace, use_fused) -> tuple[Tensor, Tensor]:
     """q: [B, Hq, D], the decode sequences' queries -> out [B, Hq, D], lse [B, Hq]."""
-    workspace = workspace or GatherWorkspace(plan.blocks.numel(), k_cache, q.dtype)
+    workspace = workspace or GatherWorkspace(plan.blocks.numel(), k_cache)
     k, v = workspace.gather(k_cache, v_cache, plan.blocks)  # [B * max_blocks, block_size, Hkv, D]
     num_seqs = q.shape[0]
     k, v = k.view(num_seqs, -1, *k.shape[2:]), v.view(num_seqs, -1, *v.shape[2:])  # [B, L_max, Hkv, D]
@@ -153,32 +153,21 @@ class BufferPool:
 
 
 class GatherWorkspace:
-    """Buffers for gathering K/V blocks (a decode batch, cascade groups), made once per step
-    and reused by every layer: on CPU a fresh 100 MB allocation per layer costs more, in
-    page faults, than the gather itself. With a `pool`, buffers also live across steps.
-
-    Blocks are gathered in the cache's dtype, then (if `dtype` differs, e.g. float32 queries
-    over a bf16 cache) converted in one contiguous pass.
-    """
+    """Buffers for gathering K/V blocks (a decode batch, cascade groups) in the cache's dtype,
+    made once per step and reused by every layer: on CPU a fresh 100 MB allocation per
+    layer costs more, in page faults, than the gather itself. With a `pool`, buffers also
+    live across steps."""
 
     def __init__(
-        self, num_blocks: int, k_cache: Tensor, dtype: torch.dtype | None = None,
-        pool: BufferPool | None = None, name: str = "gather",
+        self, num_blocks: int, k_cache: Tensor, pool: BufferPool | None = None, name: str = "gather",
     ) -> None:
         pool = pool or BufferPool()
         shape, device = (num_blocks,) + tuple(k_cache.shape[1:]), k_cache.device
         self.k = pool.take(name + ".k", shape, k_cache.dtype, device)
         self.v = pool.take(name + ".v", shape, k_cache.dtype, device)
-        self.out_k, self.out_v = self.k, self.v
-        if dtype is not None and dtype != k_cache.dtype:
-            self.out_k = pool.take(name + ".k_out", shape, dtype, device)
-            self.out_v = pool.take(name + ".v_out", shape, dtype, device)
 
     def gather(self, k_cache: Tensor, v_cache: Tensor, blocks: Tensor) -> tuple[Tensor, Tensor]:
         """Blocks `blocks` of both caches: [len(blocks), block_size, Hkv, D] each."""
         torch.index_select(k_cache, 0, blocks, out=self.k)
         torch.index_select(v_cache, 0, blocks, out=self.v)
-        if self.out_k is not self.k:
-            self.out_k.copy_(self.k)
-            self.out_v.copy_(self.v)
-        return self.out_k, self.out_v
+        return self.k, self.v
