@@ -11,6 +11,8 @@ from parrot.engine.weights import load_hf_config, load_model
 from parrot_kernels import AttentionBatch
 from parrot_kernels.flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
 
+from .conftest import make_tiny_model
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not flashinfer_available(), reason="needs CUDA and flashinfer"),
@@ -25,18 +27,18 @@ SHAPES = {
 BLOCK = 16
 
 
-def random_llama(tmp_path, shape: str):
-    import transformers
+def random_checkpoint(tmp_path, shape: str):
+    """A random-init Llama checkpoint of `shape` (no tokenizer files): (its path, the HF model)."""
+    return make_tiny_model(tmp_path, tmp_path, "llama", max_position_embeddings=2048, tie_word_embeddings=True,
+                           **SHAPES[shape])
 
-    config = transformers.LlamaConfig(vocab_size=49152, max_position_embeddings=2048, rms_norm_eps=1e-5,
-                                      tie_word_embeddings=True, **SHAPES[shape])
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
-    path = tmp_path / shape
-    hf.save_pretrained(str(path))
+
+def random_llama(tmp_path, shape: str):
+    """Our model of a random checkpoint on CUDA (bf16), its config, and transformers' copy."""
+    path, hf = random_checkpoint(tmp_path, shape)
     cfg = load_hf_config(path)
     ours = load_model(path, cfg, torch.bfloat16, "cuda", 2048, progress=False)
-    return ours, cfg, hf.cuda()
+    return ours, cfg, hf.to(torch.bfloat16).cuda()
 
 
 def step_logits(model, cfg, kv, batch: AttentionBatch, ids: list[int], positions: list[int], cascade: bool):
@@ -125,17 +127,17 @@ async def test_cuda_engine_serves_forks_with_cascade_and_frees_every_block(tmp_p
 
     from parrot.engine import Engine, EngineConfig, SamplingParams
 
-    _, cfg, _ = random_llama(tmp_path, "smollm2")
-    word_tokenizer(tmp_path / "smollm2", cfg.vocab_size)
-    engine = await Engine(EngineConfig(model=str(tmp_path / "smollm2"), device="cuda", dtype="bfloat16",
-                                       kv_memory_gb=0.5)).start()
+    path, hf = random_checkpoint(tmp_path, "smollm2")
+    vocab_size = hf.config.vocab_size
+    word_tokenizer(path, vocab_size)
+    engine = await Engine(EngineConfig(model=str(path), device="cuda", dtype="bfloat16", kv_memory_gb=0.5)).start()
     gen = torch.Generator().manual_seed(3)
     parent = engine.new_context()
-    await engine.fill(parent, torch.randint(3, cfg.vocab_size, (400,), generator=gen).tolist())
+    await engine.fill(parent, torch.randint(3, vocab_size, (400,), generator=gen).tolist())
 
     async def one(i: int) -> list[int]:
         ctx = engine.fork(parent)
-        ctx.token_ids.extend(torch.randint(3, cfg.vocab_size, (1 + i,), generator=gen).tolist())
+        ctx.token_ids.extend(torch.randint(3, vocab_size, (1 + i,), generator=gen).tolist())
         chunks = [c async for c in engine.generate(ctx, SamplingParams(max_tokens=16, ignore_eos=True))]
         engine.free(ctx)
         return [t for c in chunks for t in c.token_ids]
