@@ -112,10 +112,9 @@ class Program:
             async for delta in value.sv.astream(P.LATENCY):
                 yield delta
         elif isinstance(value, PendingMessage):
-            metadata = {"model_name": value.model_name} if value.model_name else {}
             async for delta in value.content.sv.astream(P.LATENCY):
                 yield AIMessageChunk(content=delta)
-            yield AIMessageChunk(content="", response_metadata=metadata, chunk_position="last")
+            yield AIMessageChunk(content="", response_metadata=value.response_metadata, chunk_position="last")
         else:
             yield await self.materialize(value)
 
@@ -181,8 +180,7 @@ def _substitute(value: Any, texts: dict[PlannedVar, str]) -> Any:
     if isinstance(value, PlannedVar):
         return texts[value]
     if isinstance(value, PendingMessage):
-        metadata = {"model_name": value.model_name} if value.model_name else {}
-        return AIMessage(content=texts[value.content], response_metadata=metadata)
+        return AIMessage(content=texts[value.content], response_metadata=value.response_metadata)
     if isinstance(value, PromptDraft):
         return value.prompt.invoke(_substitute(value.inputs, texts))
     if isinstance(value, dict):

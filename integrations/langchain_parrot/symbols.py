@@ -49,6 +49,10 @@ class PendingMessage:
     content: PlannedVar
     model_name: str | None = None
 
+    @property
+    def response_metadata(self) -> dict[str, str]:
+        return {"model_name": self.model_name} if self.model_name else {}
+
 
 @dataclass(frozen=True)
 class PromptDraft:
