@@ -150,12 +150,10 @@ def task_groups(graph: Graph) -> list[dict]:
 
 
 def variable_view(var: Any) -> dict:
-    text = var.value if var.value is not None else "".join(var.partial)
-    return {"id": var.id, "name": var.name, "state": var.state.value,
-            "producer": var.producer, "consumers": sorted(var.consumers),
-            "criteria": var.criteria.value if var.criteria else None,
-            "requested": var.is_requested, "error": var.error,
-            "preview": text[:PREVIEW_CHARS], "chars": len(text)}
+    """The variable's own JSON, its value preview under the dashboard's names."""
+    view = var.to_json(PREVIEW_CHARS)
+    view["preview"], view["chars"] = view.pop("value_preview"), view.pop("value_chars")
+    return view
 
 
 # -- the context tree -------------------------------------------------------------------
