@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -35,9 +35,14 @@ class EngineInputError(ValueError):
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
+    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None,
+                 runner: ModelRunner | None = None):
         self.config = config
         self._loaded = loaded  # a model already in memory (tests share one between engines)
+        self._runner = runner  # a runner already built (tests pass one that runs no model)
+        # Called with each step's plan once its results are applied (fault injection hooks
+        # in); one that raises stops the step loop, so none may.
+        self.step_observers: list[Callable[[StepPlan], None]] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parrot-engine")
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -52,10 +57,10 @@ class Engine:
         # and a CPU decode step gets ~1.7x slower.
         loop = asyncio.get_running_loop()
         loaded = self._loaded or await loop.run_in_executor(self._executor, load, self.config)
-        runner = await loop.run_in_executor(self._executor, ModelRunner, loaded.model, loaded.config,
-                                            self.config)
+        runner = self._runner or await loop.run_in_executor(
+            self._executor, ModelRunner, loaded.model, loaded.config, self.config)
         self._init_from(loaded, runner)
-        self._loaded = None
+        self._loaded = self._runner = None
         self._loop_task = asyncio.create_task(self._run(), name="parrot-engine-loop")
         return self
 
@@ -94,9 +99,8 @@ class Engine:
         """Release a context; a request still running on it is aborted first."""
         if ctx.is_freed:
             return
-        for req in self.scheduler.waiting + self.scheduler.running:
-            if req.ctx is ctx:
-                self._abort(req)
+        for req in self.scheduler.requests_on(ctx):
+            self._abort(req)
         if ctx.context_id in self._in_flight:
             ctx.free_pending = True  # freed once the running step ends
         else:
@@ -163,7 +167,7 @@ class Engine:
         if -(-total // self.config.block_size) > self.blocks.num_blocks:
             raise EngineInputError(f"{total} tokens can never fit the KV pool "
                                    f"({self.blocks.num_blocks * self.config.block_size} tokens)")
-        if any(r.ctx is ctx for r in self.scheduler.waiting + self.scheduler.running):
+        if self.scheduler.requests_on(ctx):
             raise RuntimeError("a request is already running on this context")
 
     def _check_token_ids(self, token_ids: list[int], what: str) -> None:
@@ -173,18 +177,14 @@ class Engine:
         if bad is not None:
             raise EngineInputError(f"{what} {bad} is outside the vocabulary (size {vocab})")
 
-    def inject_failure(self, ctx: Context, error: Exception) -> int:
-        """Test hook: every request queued or running on `ctx` fails with `error` after its
-        next step (`Engine._postprocess`), alone; returns how many were marked."""
-        marked = [r for r in self.scheduler.waiting + self.scheduler.running if r.ctx is ctx]
-        for req in marked:
-            req.fail_with = error
-        return len(marked)
-
     def _submit(self, req: Request) -> Request:
         self.scheduler.add(req)
         self._wakeup.set()
         return req
+
+    def fail(self, req: Request, error: Exception) -> None:
+        """End `req` with `error`, which its waiter raises; no other request is touched."""
+        self._finish(req, error=error)
 
     def _abort(self, req: Request) -> None:
         if not req.is_done:
@@ -193,42 +193,50 @@ class Engine:
 
     # ---- the step loop ---------------------------------------------------------------
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self.scheduler.has_work:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._wait_for_wakeup()
             plan = self.scheduler.schedule()
             for req in plan.done:
                 self._finish(req)
-            if not plan.seqs:  # waiting for blocks that contexts hold: wait for a change
-                self._wakeup.clear()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-                # lands as the wait ends, and `stop()` then waits forever for this loop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await self._wakeup.wait()
-                continue
-            await self._step(loop, plan)
+            if plan.seqs:
+                await self._step(plan)
+            else:  # waiting for blocks that contexts hold: wait for a change
+                await self._wait_for_wakeup(timeout=0.05)
 
-    async def _step(self, loop: asyncio.AbstractEventLoop, plan: StepPlan) -> None:
+    async def _wait_for_wakeup(self, timeout: float | None = None) -> None:
+        self._wakeup.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+        # the wait ends, and `stop()` then waits forever for this loop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    async def _step(self, plan: StepPlan) -> None:
+        tokens = await self._execute(plan)
+        if tokens is not None:  # None: the forward pass failed, and so did the step's requests
+            self._postprocess(plan, tokens)
+        for observe in self.step_observers:
+            observe(plan)
+        self._free_pending(plan)
+
+    async def _execute(self, plan: StepPlan) -> list[int] | None:
+        """Run the step's forward pass in the worker thread; one token per sampled sequence."""
         rows = [self._sampling_row(s.request) for s in plan.seqs if s.sample]
         inp = self.runner.build_input(plan, rows)
         self._in_flight = {s.request.ctx.context_id for s in plan.seqs}
         start = time.perf_counter()
         try:
-            tokens = await loop.run_in_executor(self._executor, self.runner.execute, inp)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.runner.execute, inp)
         except Exception as e:  # a failing step fails its requests, never the loop
             log.exception("engine step failed")
-            tokens = None
             for s in plan.seqs:
                 self._finish(s.request, error=e)
+            return None
         finally:
             self._in_flight = set()
-        self._step_times.add(time.perf_counter() - start)
-        if tokens is not None:
-            self._postprocess(plan, tokens)
-        self._free_pending(plan)
+            self._step_times.add(time.perf_counter() - start)
 
     def _sampling_row(self, req: Request) -> SamplingRow:
         sp = req.sampling
@@ -238,23 +246,16 @@ class Engine:
         return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned)
 
     def _postprocess(self, plan: StepPlan, tokens: list[int]) -> None:
+        """Apply a step's results: commit the computed tokens, hand out the sampled ones."""
+        self._stats.count_step(plan, self.runner.backend.is_cascade_step)
         it = iter(tokens)
-        self._stats.num_steps += 1
-        self._stats.num_cascade_steps += self.runner.backend.is_cascade_step
-        self._stats.last_batch_size, self._stats.last_step_tokens = len(plan.seqs), plan.num_tokens
         for s in plan.seqs:
             req = s.request
-            if req.is_decoding:
-                self._stats.num_decode_tokens += s.num_new
-            else:
-                self._stats.num_prefill_tokens += s.num_new
             self.tree.commit(req.ctx, s.num_new)
             token = next(it) if s.sample else None
             if req.is_done:
                 continue
-            if req.fail_with is not None:
-                self._finish(req, error=req.fail_with)
-            elif req.is_fill:
+            if req.is_fill:
                 if req.ctx.num_pending == 0:
                     self._finish(req)
             elif token is not None:

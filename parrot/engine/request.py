@@ -39,7 +39,6 @@ class Request:
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
     outputs: asyncio.Queue = field(default_factory=asyncio.Queue)  # chunks, or an exception
-    fail_with: Exception | None = None  # test hook: fail this request at its next step
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = self.ctx.num_tokens

@@ -14,7 +14,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from parrot.engine.config import EngineConfig
-from parrot.engine.context import ContextTree
+from parrot.engine.context import Context, ContextTree
 from parrot.engine.request import Request, Status
 from parrot.engine.sampling_params import Priority
 
@@ -54,6 +54,10 @@ class Scheduler:
         for queue in (self.waiting, self.running):
             if req in queue:
                 queue.remove(req)
+
+    def requests_on(self, ctx: Context) -> list[Request]:
+        """The requests queued or running on `ctx` (at most one, by the engine's rule)."""
+        return [r for r in self.waiting + self.running if r.ctx is ctx]
 
     @property
     def has_work(self) -> bool:

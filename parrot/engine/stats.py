@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from parrot.engine.scheduler import StepPlan
 
 
 @dataclass
@@ -27,6 +31,17 @@ class EngineStats:
     last_batch_size: int = 0
     last_step_tokens: int = 0
     recent_step_ms: list[float] = field(default_factory=list)
+
+    def count_step(self, plan: StepPlan, is_cascade: bool) -> None:
+        """Count a step that computed `plan` (before its tokens are committed)."""
+        self.num_steps += 1
+        self.num_cascade_steps += is_cascade
+        self.last_batch_size, self.last_step_tokens = len(plan.seqs), plan.num_tokens
+        for s in plan.seqs:
+            if s.request.is_decoding:
+                self.num_decode_tokens += s.num_new
+            else:
+                self.num_prefill_tokens += s.num_new
 
     def to_dict(self) -> dict:
         return asdict(self)

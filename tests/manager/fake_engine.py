@@ -58,6 +58,7 @@ class FakeEngine:
         self.live: dict[int, FakeContext] = {}
         self.log: list[tuple] = []  # (what, ctx id, n tokens, priority, time)
         self.counters = FakeStats()
+        self.step_observers: list = []  # like Engine's; the fake has no steps to report
 
     def new_context(self) -> FakeContext:
         ctx = FakeContext()

@@ -1,0 +1,162 @@
+"""The Scheduler's policy on a real context tree and block pool, with no model: each step is
+applied the way the engine's postprocess applies it (commit, append the sampled token,
+finish a fill that has nothing left), and the tests read what every step computed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parrot.engine.block_manager import BlockManager
+from parrot.engine.config import EngineConfig
+from parrot.engine.context import Context, ContextTree
+from parrot.engine.request import Request, Status
+from parrot.engine.sampling_params import Priority, SamplingParams
+from parrot.engine.scheduler import Scheduler
+
+BS = 4  # block size
+NORMAL, LATENCY, THROUGHPUT = Priority.NORMAL, Priority.LATENCY, Priority.THROUGHPUT
+
+
+@dataclass(eq=False, repr=False)
+class Req(Request):
+    name: str = ""
+
+    def __repr__(self) -> str:  # keeps assertion diffs readable
+        return self.name
+
+
+def scheduler(num_blocks: int, **config) -> Scheduler:
+    tree = ContextTree(BlockManager(num_blocks, BS, enable_prefix_caching=False))
+    return Scheduler(EngineConfig(block_size=BS, **config), tree)
+
+
+def submit(sched: Scheduler, name: str, num_tokens: int, generate: bool = False,
+           priority: Priority = NORMAL, arrival: float = 0.0, ctx: Context | None = None) -> Req:
+    """A fill (or, with `generate`, a generation) of `num_tokens` prompt tokens."""
+    if ctx is None:
+        ctx = sched.tree.new()
+        ctx.token_ids = list(range(num_tokens))
+    sampling = SamplingParams(max_tokens=100) if generate else None
+    req = Req(ctx, sampling, priority, arrival=arrival, name=name)
+    sched.add(req)
+    return req
+
+
+def step(sched: Scheduler) -> dict[Req, int]:
+    """Schedule one step and apply it; returns {request: tokens computed}."""
+    plan = sched.schedule()
+    for req in plan.done:
+        finish(sched, req)
+    for s in plan.seqs:
+        req = s.request
+        sched.tree.commit(req.ctx, s.num_new)
+        if s.sample:
+            req.ctx.token_ids.append(7)
+            req.num_generated += 1
+        elif req.is_fill and req.ctx.num_pending == 0:
+            finish(sched, req)
+    assert plan.num_tokens <= sched.config.max_num_batched_tokens
+    sched.tree.check_integrity()
+    return {s.request: s.num_new for s in plan.seqs}
+
+
+def finish(sched: Scheduler, req: Request) -> None:
+    sched.remove(req)
+    req.status = Status.FINISHED
+
+
+def computed_context(sched: Scheduler, num_tokens: int, last_used: float) -> Context:
+    """An idle context whose `num_tokens` tokens are all computed."""
+    ctx = sched.tree.new()
+    ctx.token_ids = list(range(num_tokens))
+    sched.tree.prepare_slots(ctx, num_tokens)
+    sched.tree.commit(ctx, num_tokens)
+    ctx.last_used = last_used
+    return ctx
+
+
+def test_prefills_are_chunked_first_come_first_served_under_the_step_budget():
+    sched = scheduler(64, max_num_batched_tokens=16)
+    a = submit(sched, "a", 40, arrival=0)
+    b = submit(sched, "b", 10, arrival=1)
+    assert [step(sched) for _ in range(4)] == [{a: 16}, {a: 16}, {a: 8, b: 8}, {b: 2}]
+    assert a.status is b.status is Status.FINISHED and not sched.has_work
+    assert (a.ctx.num_computed, b.ctx.num_computed) == (40, 10)
+
+
+def test_decodes_take_one_token_each_and_prefill_chunks_fill_the_rest():
+    sched = scheduler(64, max_num_batched_tokens=8)
+    g = submit(sched, "g", 3, generate=True, arrival=0)
+    f = submit(sched, "f", 20, arrival=1)
+    steps = [step(sched) for _ in range(5)]
+    assert steps == [{g: 3, f: 5}, {g: 1, f: 7}, {g: 1, f: 7}, {g: 1, f: 1}, {g: 1}]
+    assert g.num_generated == 5 and g.ctx.num_tokens == 8 and f.status is Status.FINISHED
+
+
+def test_latency_work_caps_other_prefills_at_the_latency_budget():
+    sched = scheduler(64, max_num_batched_tokens=32, latency_token_budget=4)
+    f = submit(sched, "f", 20, arrival=0)
+    lat = submit(sched, "lat", 6, generate=True, priority=LATENCY, arrival=1)
+    assert step(sched) == {lat: 6, f: 4}  # the later latency request goes first, whole
+    assert step(sched) == {lat: 1, f: 4}
+    finish(sched, lat)
+    assert step(sched) == {f: 12}  # no latency work left: the full budget again
+
+
+def test_waiting_requests_are_admitted_by_priority_then_arrival():
+    sched = scheduler(64, max_num_seqs=1)
+    n1 = submit(sched, "n1", 4, priority=NORMAL, arrival=0)
+    t = submit(sched, "t", 4, priority=THROUGHPUT, arrival=1)
+    n2 = submit(sched, "n2", 4, priority=NORMAL, arrival=2)
+    lat = submit(sched, "lat", 4, priority=LATENCY, arrival=3)
+    assert [step(sched) for _ in range(4)] == [{lat: 4}, {n1: 4}, {n2: 4}, {t: 4}]
+
+
+def test_preemption_takes_the_lowest_priority_request_not_the_one_that_needs_a_block():
+    """x (throughput, arrived first) decodes; a (normal) prefills in chunks and runs out of
+    blocks: x is preempted, a keeps going, and x recomputes once a finishes."""
+    sched = scheduler(3, max_num_batched_tokens=4)
+    x = submit(sched, "x", 2, generate=True, priority=THROUGHPUT, arrival=0)
+    assert step(sched) == {x: 2}
+    a = submit(sched, "a", 12, priority=NORMAL, arrival=1)
+    assert step(sched) == {x: 1, a: 3}
+    assert step(sched) == {a: 4}  # a, first by priority, takes the whole budget
+    assert sched.tree.blocks.num_free_blocks == 0
+    assert step(sched) == {a: 4}  # a needed a third block: x gave its one back
+    assert sched.num_preemptions == 1 and x.status is Status.WAITING and x in sched.waiting
+    assert x.ctx.block_table == [] and (x.ctx.num_computed, x.ctx.num_tokens) == (0, 4)
+    assert step(sched) == {a: 1}  # x does not fit while a holds every block
+    assert a.status is Status.FINISHED and len(a.ctx.block_table) == 3
+    assert step(sched) == {x: 4}  # a's finished, idle context gave its blocks to x
+    assert sched.num_idle_releases == 1 and a.ctx.block_table == [] and a.ctx.num_tokens == 12
+    assert x.num_generated == 3 and sched.num_preemptions == 1
+
+
+def test_preemption_between_equal_priorities_takes_the_latest_arrival():
+    """x arrived first and needs a block for its next decode: a, later, is preempted."""
+    sched = scheduler(3, max_num_batched_tokens=4)
+    x = submit(sched, "x", 2, generate=True, priority=NORMAL, arrival=0)
+    assert step(sched) == {x: 2}
+    a = submit(sched, "a", 12, priority=NORMAL, arrival=1)
+    assert step(sched) == {x: 1, a: 3}
+    assert step(sched) == {x: 1, a: 3}
+    assert step(sched) == {x: 1}  # x's fifth token needed a block: a gave back both of its
+    assert sched.num_preemptions == 1 and a.status is Status.WAITING
+    assert a.ctx.block_table == [] and a.ctx.num_computed == 0
+    assert len(x.ctx.block_table) == 2 and sched.tree.blocks.num_free_blocks == 1
+
+
+def test_admission_releases_idle_contexts_least_recently_used_first_and_only_as_needed():
+    sched = scheduler(5)
+    old = computed_context(sched, 4, last_used=1.0)
+    new = computed_context(sched, 4, last_used=2.0)
+    busy = computed_context(sched, 8, last_used=0.5)  # the oldest, but a request is on it
+    sched.tree.uncompute_last(busy)
+    w = submit(sched, "w", 0, generate=True, arrival=0, ctx=busy)
+    f = submit(sched, "f", 4, arrival=1)
+    # f needs a block plus one kept for w's next decode; one is free: the LRU idle one goes.
+    assert step(sched) == {w: 1, f: 4}
+    assert sched.num_idle_releases == 1
+    assert old.block_table == [] and old.num_computed == 0 and old.token_ids == [0, 1, 2, 3]
+    assert new.num_computed == 4 and len(new.block_table) == 1
+    assert len(busy.block_table) == 2 and busy.num_computed == 8
+    assert sched.tree.blocks.num_free_blocks == 1
