@@ -4,6 +4,7 @@ GPU libraries (FlashInfer) are imported lazily, so this package imports on CPU-o
 All log-sum-exps are base e; FlashInfer's are base 2.
 """
 
+from . import cpu_ops
 from .attention_ops import causal_mask, decode_attention, prefill_attention, visible_attention
 from .backend import AttentionBackend, TorchAttentionBackend, make_backend
 from .batch import AttentionBatch
@@ -21,6 +22,7 @@ __all__ = [
     "PagedPlan",
     "TorchAttentionBackend",
     "cascade_attention",
+    "cpu_ops",
     "causal_mask",
     "decode_attention",
     "find_groups",

@@ -39,7 +39,9 @@ class TorchAttentionBackend:
     With `enable_cascade`, sequences sharing whole leading blocks run multi-level cascade
     attention, reading each shared prefix once per group, where `cascade_limits` says a
     group is worth its call; otherwise batched paged attention. `use_fused=False` swaps
-    torch's fused CPU attention kernel for the plain bmm path.
+    torch's fused CPU attention kernel for the plain bmm path. `use_kernels` (a bf16 CPU
+    cache, `cpu_ops` loaded): decodes read the paged cache in place with Parrot's kernel,
+    and the model may write K/V itself (`kv_target`, then `attend`).
     """
 
     # Measured on a 2-core CPU at SmolLM2's shape (bf16, 32 decodes, one layer): a group
@@ -53,6 +55,7 @@ class TorchAttentionBackend:
         enable_cascade: bool = True,
         cascade_limits: CascadeLimits | None = None,
         use_fused: bool = True,
+        use_kernels: bool = False,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError(f"kv_cache must be [layers, 2, blocks, block_size, Hkv, D], got {tuple(kv_cache.shape)}")
@@ -61,6 +64,7 @@ class TorchAttentionBackend:
         self.enable_cascade = enable_cascade
         self.cascade_limits = cascade_limits or self.DEFAULT_LIMITS
         self.use_fused = use_fused  # torch's fused CPU attention kernel; False: bmm reference path
+        self.use_kernels = use_kernels
         self._slots: Tensor | None = None  # [T] long: cache slot of each new token
         self._plan: PagedPlan | None = None  # plain plan, or the cascade's private level
         self._cascade: CascadePlan | None = None  # set when this step runs cascade
@@ -78,26 +82,37 @@ class TorchAttentionBackend:
         self._slots = slot_mapping(batch, self.block_size).to(device)
         self._cascade = None
         if self.enable_cascade:
-            cascade = plan_cascade(batch, self.block_size, self.cascade_limits, device)
+            cascade = plan_cascade(batch, self.block_size, self.cascade_limits, device, self.use_kernels)
             # Without groups the private level is the whole batch: reuse it as the plain plan.
             self._cascade = cascade if cascade.groups else None
             self._plan = cascade.private
         else:
-            self._plan = plan_paged(batch, self.block_size, device)
+            self._plan = plan_paged(batch, self.block_size, device, self.use_kernels)
         layer_cache, decode = self.kv_cache[0, 0], self._plan.decode
         self._workspace = None
-        if decode is not None:
+        if decode is not None and not decode.in_place:
             self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, self._pool, "decode")
         shared = self._cascade.shared_blocks.numel() if self._cascade else 0
         self._shared_workspace = GatherWorkspace(shared, layer_cache, self._pool, "shared") if shared else None
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        k_cache, v_cache, slots = self.kv_target(layer)
+        write_kv(k_cache, v_cache, k, v, slots)
+        return self.attend(q, layer)
+
+    def kv_target(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(k_cache, v_cache, slots): where this step's new K/V of `layer` go."""
+        if self._slots is None:
+            raise RuntimeError("prepare() must be called before forward()")
+        return self.kv_cache[layer, 0], self.kv_cache[layer, 1], self._slots
+
+    def attend(self, q: Tensor, layer: int) -> Tensor:
+        """q: [T, Hq, D] -> [T, Hq, D] in q's dtype; this step's K/V already written."""
         if self._slots is None:
             raise RuntimeError("prepare() must be called before forward()")
         if q.shape[0] != self._slots.numel():
             raise ValueError(f"got {q.shape[0]} query rows, batch has {self._slots.numel()} tokens")
         k_cache, v_cache = self.kv_cache[layer, 0], self.kv_cache[layer, 1]
-        write_kv(k_cache, v_cache, k, v, self._slots)
         q_cache = q.to(k_cache.dtype)
         if self._cascade is not None:
             out = cascade_attention(
@@ -110,10 +125,10 @@ class TorchAttentionBackend:
 
 def make_backend(
     kv_cache: Tensor, device: torch.device | str | None = None, enable_cascade: bool = True,
-    cascade_min_saved_tokens: int | None = None,
+    cascade_min_saved_tokens: int | None = None, use_kernels: bool = False,
 ) -> AttentionBackend:
-    """FlashInfer on CUDA when it imports, else the torch backend. `cascade_min_saved_tokens`
-    None: the backend's own default limits."""
+    """FlashInfer on CUDA when it imports, else the torch backend (with Parrot's CPU kernels
+    if `use_kernels`). `cascade_min_saved_tokens` None: the backend's own default limits."""
     device = torch.device(device) if device is not None else kv_cache.device
     limits = None if cascade_min_saved_tokens is None else CascadeLimits(min_saved_tokens=cascade_min_saved_tokens)
     if device.type == "cuda":
@@ -121,4 +136,4 @@ def make_backend(
 
         if flashinfer_available():
             return FlashInferAttentionBackend(kv_cache, enable_cascade, limits)
-    return TorchAttentionBackend(kv_cache, enable_cascade, limits)
+    return TorchAttentionBackend(kv_cache, enable_cascade, limits, use_kernels=use_kernels)

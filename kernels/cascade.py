@@ -146,7 +146,7 @@ def _common_prefix_len(a: list[int], b: list[int]) -> int:
 
 def plan_cascade(
     batch: AttentionBatch, block_size: int, limits: CascadeLimits = CascadeLimits(),
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", in_place: bool = False,
 ) -> CascadePlan:
     """Plan one step. `groups` holds the groups worth a call (see find_groups); when it is
     empty, run plain paged attention."""
@@ -169,7 +169,7 @@ def plan_cascade(
         [kv_len - d * block_size for kv_len, d in zip(batch.kv_lens, depths)],
         [table[d:] for table, d in zip(batch.block_tables, depths)],
     )
-    private = plan_paged(private_batch, block_size, device)
+    private = plan_paged(private_batch, block_size, device, in_place)
     return CascadePlan(groups, shared_blocks, depths, private, private_batch)
 
 

@@ -17,12 +17,19 @@ from .batch import AttentionBatch
 
 
 class DecodePlan(NamedTuple):
-    """Index tensors for the batched decode of every q_len == 1 sequence."""
+    """Index tensors for the batched decode of every q_len == 1 sequence. With `tables`
+    set, the decode reads the cache in place (Parrot's CPU kernel); else it gathers."""
 
     rows: Tensor  # [B] long: query row of each decode sequence
     blocks: Tensor  # [B * max_blocks] long: padded block tables, flattened (pad id 0)
     is_padding: Tensor | None  # [B, max_blocks * block_size] bool: kv position >= kv_len (None: none)
     max_blocks: int
+    tables: Tensor | None = None  # [B, max_blocks] int32: the kernel's block tables
+    kv_lens: Tensor | None = None  # [B] int32
+
+    @property
+    def in_place(self) -> bool:
+        return self.tables is not None
 
 
 class PrefillSeq(NamedTuple):
@@ -57,11 +64,17 @@ def write_kv(k_cache: Tensor, v_cache: Tensor, k: Tensor, v: Tensor, slots: Tens
     v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slots, v.to(v_cache.dtype))
 
 
-def plan_paged(batch: AttentionBatch, block_size: int, device: torch.device | str = "cpu") -> PagedPlan:
-    """Build all index tensors for one step (call once per step, reuse for every layer)."""
+def plan_paged(
+    batch: AttentionBatch, block_size: int, device: torch.device | str = "cpu", in_place: bool = False,
+) -> PagedPlan:
+    """Build all index tensors for one step (call once per step, reuse for every layer).
+    `in_place`: decodes read the cache through int32 block tables (the CPU kernel)."""
     starts = batch.query_starts()
     decode_ids = [i for i, q_len in enumerate(batch.q_lens) if q_len == 1]
-    decode = _plan_decode(batch, decode_ids, starts, block_size, device) if decode_ids else None
+    decode = None
+    if decode_ids:
+        plan_decode = _plan_decode_in_place if in_place else _plan_decode
+        decode = plan_decode(batch, decode_ids, starts, block_size, device)
     prefills = []
     for i, q_len in enumerate(batch.q_lens):
         if q_len > 1:
@@ -83,6 +96,18 @@ def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
     is_padding = is_padding.to(device) if is_padding.any() else None
     rows = torch.tensor([starts[i] for i in seq_ids], dtype=torch.long)
     return DecodePlan(rows.to(device), padded.flatten().to(device), is_padding, max_blocks)
+
+
+def _plan_decode_in_place(batch, seq_ids, starts, block_size, device) -> DecodePlan:
+    kv_lens = [batch.kv_lens[i] for i in seq_ids]
+    max_blocks = -(-max(kv_lens) // block_size)
+    tables = torch.zeros(len(seq_ids), max_blocks, dtype=torch.int32)
+    for row, i in enumerate(seq_ids):
+        table = batch.block_tables[i][: -(-kv_lens[row] // block_size)]
+        tables[row, : len(table)] = torch.tensor(table, dtype=torch.int32)
+    rows = torch.tensor([starts[i] for i in seq_ids], dtype=torch.long)
+    empty = torch.empty(0, dtype=torch.long)
+    return DecodePlan(rows, empty, None, max_blocks, tables, torch.tensor(kv_lens, dtype=torch.int32))
 
 
 def paged_attention(
@@ -118,6 +143,9 @@ def paged_attention(
 
 def _batched_decode(q, k_cache, v_cache, plan: DecodePlan, workspace, use_fused) -> tuple[Tensor, Tensor]:
     """q: [B, Hq, D], the decode sequences' queries -> out [B, Hq, D], lse [B, Hq]."""
+    if plan.in_place:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        return torch.ops.parrot.paged_decode_attention(q, k_cache, v_cache, plan.tables, plan.kv_lens, scale)
     workspace = workspace or GatherWorkspace(plan.blocks.numel(), k_cache)
     k, v = workspace.gather(k_cache, v_cache, plan.blocks)  # [B * max_blocks, block_size, Hkv, D]
     num_seqs = q.shape[0]

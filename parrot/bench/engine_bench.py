@@ -25,6 +25,18 @@ def measure_read_bandwidth(gib: float = 1.0) -> float:
     return x.numel() * 4 / best / 1e9
 
 
+def measure_matmul_rate(n: int = 1024) -> dict:
+    """GFLOP/s of torch's best square matmul here (float32 and bf16), best of 5: the
+    compute floor a prefill token can approach."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(5))
+        out[f"matmul_gflops_{name}"] = 2 * n**3 / best / 1e9
+    return out
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -35,13 +47,16 @@ async def measure_engine(args) -> dict:
     from parrot.engine import Engine, EngineConfig, SamplingParams
 
     engine = await Engine(EngineConfig(dtype=args.dtype, kv_memory_gb=args.kv_memory_gb,
-                                       quantization=args.quantization)).start()
-    out = {"model": engine.model_name, "num_blocks": engine.stats().num_blocks}
+                                       quantization=args.quantization,
+                                       cpu_kernels=not args.no_cpu_kernels)).start()
+    out = {"model": engine.model_name, "num_blocks": engine.stats().num_blocks,
+           "kernels": engine.runner.model.uses_kernels, "linear": _linear_kind(engine.runner.model)}
     out["prefill_tok_s"] = await _prefill_rate(engine, args.prefill_len)
     sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
     for batch in args.batches:
         out[f"decode_ms_b{batch}"] = await _decode_step_ms(engine, batch, sp)
     out["weight_bytes"] = _weight_bytes(engine.runner.model)
+    out["weight_bytes_per_param"] = 1 if args.quantization == "int8" else torch.finfo(getattr(torch, args.dtype)).bits // 8
     out["kv_bytes_per_token"] = engine.runner.kv_cache[:, :, 0, 0].numel() * engine.runner.kv_cache.element_size()
     await engine.stop()
     return out
@@ -70,6 +85,10 @@ async def _decode_step_ms(engine, batch: int, sp) -> float:
     await asyncio.gather(*[one(i) for i in range(batch)])
     steps = engine.stats().recent_step_ms[-(DECODE_TOKENS - 8):]  # decode-only steps, all in batch
     return statistics.median(steps)
+
+
+def _linear_kind(model) -> str:
+    return getattr(model.layers[0].mlp.down_proj, "packed_for", None) or "torch"
 
 
 def _weight_bytes(model) -> int:
@@ -107,19 +126,30 @@ async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int =
     return statistics.median(steps)
 
 
-async def measure_peer(url: str, batches: list[int]) -> dict:
+async def measure_peer(url: str, batches: list[int], prefill_len: int) -> dict:
     """Decode ms/token of an OpenAI-compatible server (e.g. vLLM-CPU) at the same sizes:
-    `batch` concurrent streams of 128-token prompts, the median gap between tokens."""
+    `batch` concurrent streams of 128-token prompts, the median gap between tokens; and its
+    prefill rate: fresh `prefill_len`-token prompts, one output token, best of 3."""
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/v1/models") as r:
             model = (await r.json())["data"][0]["id"]
-        out = {}
+        rates = [await _peer_prefill(http, url, model, prefill_len, 100 + i) for i in range(4)]
+        out = {"peer_prefill_tok_s": max(rates[1:])}  # the first one warms up
         for batch in batches:
             gaps = await asyncio.gather(*[_peer_stream(http, url, model, i) for i in range(batch)])
             out[f"peer_decode_ms_b{batch}"] = statistics.median(g for gs in gaps for g in gs)
         return out
+
+
+async def _peer_prefill(http, url: str, model: str, n: int, seed: int) -> float:
+    prompt = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+    body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0}
+    start = time.perf_counter()
+    async with http.post(f"{url}/v1/completions", json=body) as resp:
+        await resp.read()
+    return n / (time.perf_counter() - start)
 
 
 async def _peer_stream(http, url: str, model: str, seed: int) -> list[float]:
@@ -152,8 +182,9 @@ def measure_transformers(dtype: str) -> float:
     return (tn - t1) / DECODE_TOKENS * 1000
 
 
-def measure_startup(dtype: str, kv_memory_gb: float) -> dict:
-    """Process start to first token (model conversion cached), and resident memory then."""
+def measure_startup(dtype: str, kv_memory_gb: float, cold_kernels: bool = False) -> dict:
+    """Process start to first token (model conversion cached), and resident memory then.
+    `cold_kernels`: with an empty CPU-kernel cache, so the start compiles them."""
     code = (
         "import asyncio, time, psutil, os\n"
         "t0 = float(os.environ['T0'])\n"
@@ -166,25 +197,46 @@ def measure_startup(dtype: str, kv_memory_gb: float) -> dict:
         "    await e.stop()\n"
         "asyncio.run(main())\n"
     )
-    env = dict(os.environ, T0=str(time.time()))
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as empty:
+        env = dict(os.environ, T0=str(time.time()))
+        if cold_kernels:
+            env["PARROT_KERNEL_CACHE"] = empty
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     seconds, rss = res.stdout.split()[-2:]
+    if cold_kernels:
+        return {"startup_cold_s": float(seconds)}
     return {"startup_s": float(seconds), "rss_gib": int(rss) / 2**30}
 
 
 def report(r: dict) -> str:
     bw = r["read_gb_s"]
+    params = r["weight_bytes"] / r["weight_bytes_per_param"]
+    prefill_floor = r["matmul_gflops"] * 1e9 / (2 * params)  # projections only
     lines = [f"model {r['model']} ({r['dtype']}), {torch.get_num_threads()} threads, "
              f"read bandwidth {bw:.1f} GB/s (measured)",
              f"start to first token   {r['startup_s']:.1f} s   resident memory {r['rss_gib']:.2f} GiB "
-             f"(KV pool {r['kv_memory_gb']} GiB)",
-             f"prefill                {r['prefill_tok_s']:.0f} tokens/s ({r['prefill_len']}-token prompts)"]
+             f"(KV pool {r['kv_memory_gb']} GiB)"
+             + (f"; {r['startup_cold_s']:.1f} s compiling the CPU kernels" if "startup_cold_s" in r else ""),
+             f"matmul rate {r['matmul_gflops']:.0f} GFLOP/s (torch, best of fp32 {r['matmul_gflops_fp32']:.0f} / "
+             f"bf16 {r['matmul_gflops_bf16']:.0f}, measured); CPU kernels {'on' if r['kernels'] else 'off'}, "
+             f"projections: {r['linear']}",
+             f"prefill                {r['prefill_tok_s']:.0f} tokens/s ({r['prefill_len']}-token prompts; "
+             f"floor {prefill_floor:.0f} tokens/s at the matmul rate -> {r['prefill_tok_s'] / prefill_floor:.0%})"]
+    if "peer_prefill_tok_s" in r:
+        peer = r["peer_prefill_tok_s"]
+        lines.append(f"peer server prefill    {peer:.0f} tokens/s (over HTTP, 1 output token) -> Parrot is "
+                     f"{r['prefill_tok_s'] / peer:.2f}x its rate")
     for b in r["batches"]:
         ms = r[f"decode_ms_b{b}"]
         floor_bytes = r["weight_bytes"] + b * (PROMPT_LEN + DECODE_TOKENS) * r["kv_bytes_per_token"]
         floor_ms = floor_bytes / bw / 1e6
+        compute_ms = b * 2 * params / r["matmul_gflops"] / 1e6
+        floor = max(floor_ms, compute_ms)
         lines.append(f"decode batch {b:<3}       {ms:6.1f} ms/step  {b * 1000 / ms:7.0f} tokens/s  "
-                     f"floor {floor_ms:.1f} ms ({floor_bytes / 1e6:.0f} MB read) -> {floor_ms / ms:.0%} of floor")
+                     f"floor {floor:.1f} ms (read {floor_bytes / 1e6:.0f} MB: {floor_ms:.1f} ms; projections "
+                     f"at the matmul rate: {compute_ms:.1f} ms) -> {floor / ms:.0%} of floor")
     if "shared_step_ms_cascade" in r:
         on, off = r["shared_step_ms_cascade"], r["shared_step_ms_plain"]
         lines.append(f"32 forks of a 2000-token prefix: decode step {off:.1f} ms plain, {on:.1f} ms "
@@ -192,8 +244,8 @@ def report(r: dict) -> str:
     for b in r["batches"]:
         if f"peer_decode_ms_b{b}" in r:
             peer = r[f"peer_decode_ms_b{b}"]
-            lines.append(f"peer server batch {b:<3} {peer:6.1f} ms/token ({r['peer_url']}) -> Parrot is "
-                         f"{peer / r[f'decode_ms_b{b}']:.2f}x its speed")
+            lines.append(f"peer server batch {b:<3} {peer:6.1f} ms/token ({r['peer_url']}) -> Parrot's step is "
+                         f"{r[f'decode_ms_b{b}'] / peer:.2f}x its time")
     if "hf_ms_per_token" in r:
         hf = r["hf_ms_per_token"]
         lines.append(f"transformers generate  {hf:6.1f} ms/token (batch 1)  -> Parrot batch 1 is "
@@ -219,6 +271,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                    "vLLM-CPU) to measure at the same sizes, in the same run")
     p.add_argument("--no-shared-prefix", action="store_true",
                    help="skip the 32-forks decode step, cascade vs plain attention")
+    p.add_argument("--no-cpu-kernels", action="store_true", help="the eager torch reference path")
+    p.add_argument("--cold-start", action="store_true", help="also time a start that compiles the CPU kernels")
     p.add_argument("--json", help="also write the results here")
 
 
@@ -226,16 +280,20 @@ def run(args: argparse.Namespace) -> None:
     r = {"dtype": args.dtype, "kv_memory_gb": args.kv_memory_gb, "batches": args.batches,
          "prefill_len": args.prefill_len}
     r.update(measure_startup(args.dtype, args.kv_memory_gb))
+    if args.cold_start:
+        r.update(measure_startup(args.dtype, args.kv_memory_gb, cold_kernels=True))
     r.update(asyncio.run(measure_engine(args)))
     if args.peer_url:
         r["peer_url"] = args.peer_url
-        r.update(asyncio.run(measure_peer(args.peer_url.rstrip("/"), args.batches)))
+        r.update(asyncio.run(measure_peer(args.peer_url.rstrip("/"), args.batches, args.prefill_len)))
     if not args.no_shared_prefix:
         for cascade, key in ((True, "shared_step_ms_cascade"), (False, "shared_step_ms_plain")):
             r[key] = asyncio.run(measure_shared_prefix_step(args.dtype, cascade))
     if not args.no_transformers:
         r["hf_ms_per_token"] = measure_transformers(args.dtype)
     r["read_gb_s"] = measure_read_bandwidth()
+    r.update(measure_matmul_rate())
+    r["matmul_gflops"] = max(r["matmul_gflops_fp32"], r["matmul_gflops_bf16"])
     print(report(r))
     if args.json:
         with open(args.json, "w") as f:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+LINEAR_KERNELS = ("auto", "parrot", "onednn", "torch")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -33,12 +34,18 @@ class EngineConfig:
     num_threads: int | None = None  # torch intra-op threads; None = all cores
     cache_dir: str | None = None  # where converted GGUF checkpoints go
     quantization: str | None = None  # "int8": int8 weight-only GEMV for decode (CPU bf16)
+    # The fused CPU kernels (parrot_kernels.cpu_ops: AVX2, bf16); False: the eager torch
+    # reference path everywhere.
+    cpu_kernels: bool = True
+    linear_kernel: str = "auto"  # auto | parrot | onednn | torch: the bf16 CPU projections
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization must be 'int8' or unset, got {self.quantization!r}")
+        if self.linear_kernel not in LINEAR_KERNELS:
+            raise ValueError(f"linear_kernel must be one of {LINEAR_KERNELS}, got {self.linear_kernel!r}")
         if self.cascade_min_saved_tokens is not None and self.cascade_min_saved_tokens < 0:
             raise ValueError(f"cascade_min_saved_tokens must be >= 0, got {self.cascade_min_saved_tokens}")
         if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:

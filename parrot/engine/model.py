@@ -7,7 +7,7 @@ metadata (`backend.prepare(batch)` was called before `forward`).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,16 +21,23 @@ class Attention(Protocol):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can prepack its weight for oneDNN (bf16 on CPU: AMX/AVX512-BF16 GEMV),
-    and keep an int8 weight-only copy for decode-sized inputs (`quantize_int8`)."""
+    """nn.Linear that can prepack its weight: for oneDNN (bf16 on AVX-512/AMX CPUs) or for
+    Parrot's AVX2 kernel (`parrot_kernels.cpu_ops`), and keep an int8 weight-only copy for
+    decode-sized inputs (`quantize_int8`)."""
 
     packed: torch.Tensor | None = None
+    packed_for: str | None = None  # "onednn" | "parrot"
     qweight: torch.Tensor | None = None  # [out, in] int8, per-output-channel scales
     scales: torch.Tensor | None = None
     INT8_MAX_ROWS = 4  # measured: int8 GEMV wins at 1 row, loses from ~8 rows to AMX bf16
 
-    def pack(self) -> None:
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
+    def pack(self, kind: str) -> None:
+        weight = self.weight.detach()
+        if kind == "parrot":
+            self.packed = torch.ops.parrot.pack_linear_weight(weight)
+        else:
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        self.packed_for = kind
         self.register_parameter("weight", None)  # the packed copy replaces it
 
     def quantize_int8(self) -> None:
@@ -43,13 +50,36 @@ class Linear(nn.Linear):
         if self.qweight is not None and x.shape[0] <= self.INT8_MAX_ROWS:
             out = torch._weight_int8pack_mm(x, self.qweight, self.scales)
             return out if self.bias is None else out + self.bias
-        if self.packed is not None:
+        if self.packed_for == "parrot":
+            return torch.ops.parrot.linear_packed(x, self.packed, self.out_features, self.bias)
+        if self.packed_for == "onednn":
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
         return F.linear(x, self.weight, self.bias)
 
 
-def can_pack(dtype: torch.dtype, device: str) -> bool:
-    return device == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+def onednn_packs_bf16() -> bool:
+    """oneDNN prepacks bf16 linears only with AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 1)
+        return True
+    except RuntimeError:
+        return False
+
+
+def packing_for(dtype: torch.dtype, device: str, kernels: bool, choice: str = "auto") -> str | None:
+    """Which prepacked linear serves (None: plain F.linear). `choice` "auto": oneDNN where it
+    packs bf16 (measured on AVX-512/AMX), else Parrot's AVX2 kernel where it is loaded."""
+    if device != "cpu" or dtype != torch.bfloat16 or choice == "torch":
+        return None
+    if choice in ("auto", "onednn") and onednn_packs_bf16():
+        return "onednn"
+    if choice in ("auto", "parrot") and kernels:
+        return "parrot"
+    if choice != "auto":
+        raise ValueError(f"linear kernel {choice!r} is not available on this machine")
+    return None
 
 
 class RMSNorm(nn.Module):
@@ -61,6 +91,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # normalized in float32, scaled in the model dtype (as transformers does)
         return F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype) * self.weight
+
+    def fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The CPU kernel: norm(x), or residual += x in place and norm(residual)."""
+        return torch.ops.parrot.rms_norm(x, residual, self.weight, self.eps)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
@@ -95,6 +129,9 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(t, rope_inv_freq(cfg))  # [max_len, head_dim/2]
         self.register_buffer("cos", freqs.cos().float(), persistent=False)
         self.register_buffer("sin", freqs.sin().float(), persistent=False)
+        # [max_len, head_dim]: cos then sin of each frequency, the CPU kernel's table; a plain
+        # attribute, so the model's cast to bf16 leaves it float32
+        self.cos_sin = torch.cat((freqs.cos(), freqs.sin()), -1).float()
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: [T] -> cos, sin: [T, 1, head_dim] (both halves), once per step
@@ -127,6 +164,14 @@ class SelfAttention(nn.Module):
         out = attn.forward(q, k, v, self.layer)  # [T, Hq, D]
         return self.o_proj(out.reshape(-1, self.q_size))
 
+    def fused(self, x: torch.Tensor, rope: "FusedRope", attn: "FusedAttention") -> torch.Tensor:
+        """CPU kernels: RoPE on q and k and the K/V cache write in one pass, then attention
+        over the cache as it is (nothing gathered)."""
+        k_cache, v_cache, slots = attn.kv_target(self.layer)
+        q = torch.ops.parrot.rope_write_kv(self.qkv_proj(x), rope.positions, rope.cos_sin,
+                                           k_cache, v_cache, slots, self.num_heads)  # [T, Hq, D]
+        return self.o_proj(attn.attend(q, self.layer).view(-1, self.q_size))
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -137,6 +182,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(torch.ops.parrot.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -151,8 +199,34 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), rope, attn)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def fused(self, x, residual, rope, attn):
+        """CPU kernels, vLLM's residual convention: returns (this layer's output delta, the
+        residual stream before it); the next norm adds them in place."""
+        h = self.self_attn.fused(self.input_layernorm.fused(x, residual), rope, attn)
+        residual = x if residual is None else residual
+        return self.mlp.fused(self.post_attention_layernorm.fused(h, residual)), residual
+
+
+class FusedRope(NamedTuple):
+    positions: torch.Tensor  # [T] long
+    cos_sin: torch.Tensor  # [max_len, head_dim] float32
+
+
+class FusedAttention(Attention, Protocol):
+    """What the fused path needs of the attention backend (the CPU torch backend has it)."""
+
+    def kv_target(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k_cache, v_cache, slots) of this step for `layer`."""
+        ...
+
+    def attend(self, q: torch.Tensor, layer: int) -> torch.Tensor:
+        """Attention of q [T, Hq, D] over the cache, the new K/V already written."""
+        ...
+
 
 class LlamaModel(nn.Module):
+    uses_kernels = False
+
     def __init__(self, cfg: ModelConfig, max_len: int):
         super().__init__()
         self.config = cfg
@@ -165,10 +239,23 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: Attention) -> torch.Tensor:
         # input_ids, positions: [T] -> hidden: [T, hidden]
         x = self.embed_tokens(input_ids)
+        if self.uses_kernels:
+            return self._forward_fused(x, positions, attn)
         rope = self.rope(positions, x.dtype)
         for layer in self.layers:
             x = layer(x, rope, attn)
         return self.norm(x)
+
+    def _forward_fused(self, x: torch.Tensor, positions: torch.Tensor, attn: "FusedAttention") -> torch.Tensor:
+        rope, residual = FusedRope(positions, self.rope.cos_sin), None
+        for layer in self.layers:
+            x, residual = layer.fused(x, residual, rope, attn)
+        return self.norm.fused(x, residual)
+
+    def use_kernels(self) -> None:
+        """Run the fused CPU kernels (bf16; `parrot_kernels.cpu_ops` loaded). The eager
+        path above stays the reference (and serves every other dtype and device)."""
+        self.uses_kernels = True
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [B, hidden] -> logits: [B, vocab] in float32
@@ -176,10 +263,10 @@ class LlamaModel(nn.Module):
             return F.linear(hidden, self.embed_tokens.weight).float()
         return self.lm_head(hidden).float()
 
-    def pack_weights(self, int8_decode: bool = False) -> None:
-        """Prepack every projection for oneDNN (CPU bf16); a tied head gets its own packed copy.
-        With `int8_decode`, decode-sized inputs use int8 weight-only copies (about half the
-        bytes per step; outputs differ slightly from bf16)."""
+    def pack_weights(self, kind: str, int8_decode: bool = False) -> None:
+        """Prepack every projection for `kind` ("onednn" or "parrot"); a tied head gets its
+        own packed copy. With `int8_decode`, decode-sized inputs use int8 weight-only copies
+        (about half the bytes per step; outputs differ slightly from bf16)."""
         if self.lm_head is None:
             self.lm_head = Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
             self.lm_head.weight = nn.Parameter(self.embed_tokens.weight.detach(), requires_grad=False)
@@ -187,4 +274,4 @@ class LlamaModel(nn.Module):
             if isinstance(module, Linear):
                 if int8_decode:
                     module.quantize_int8()
-                module.pack()
+                module.pack(kind)

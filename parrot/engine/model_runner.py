@@ -42,7 +42,7 @@ class ModelRunner:
         shape = (cfg.num_layers, 2, self.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
         self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade,
-                                    config.cascade_min_saved_tokens)
+                                    config.cascade_min_saved_tokens, use_kernels=model.uses_kernels)
         self.device = config.device
 
     def build_input(self, plan: StepPlan, sampling: list[SamplingRow]) -> ModelInput:

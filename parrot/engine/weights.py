@@ -8,7 +8,8 @@ import torch
 from tqdm.auto import tqdm
 
 from parrot.engine.config import ModelConfig
-from parrot.engine.model import LlamaModel, RotaryEmbedding, can_pack
+from parrot.engine.model import LlamaModel, RotaryEmbedding, packing_for
+from parrot_kernels import cpu_ops
 
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama", "mistral", "qwen2"}
 # HF name fragment -> (our fused parameter, shard index within it)
@@ -32,7 +33,10 @@ def load_hf_config(model_dir: Path) -> ModelConfig:
 
 
 def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: str, max_len: int,
-               progress: bool = True, int8_decode: bool = False) -> LlamaModel:
+               progress: bool = True, int8_decode: bool = False, cpu_kernels: bool = True,
+               linear_kernel: str = "auto") -> LlamaModel:
+    """`cpu_kernels`: run the fused CPU kernels where they serve (bf16 on an AVX2 CPU);
+    `linear_kernel`: auto | parrot | onednn | torch (see `packing_for`)."""
     with torch.device("meta"):
         model = LlamaModel(cfg, max_len)
     model = model.to_empty(device=device)
@@ -51,8 +55,12 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
     if missing:
         raise ValueError(f"checkpoint is missing weights: {sorted(missing)[:5]}")
     model = model.to(dtype).eval()
-    if can_pack(dtype, device):
-        model.pack_weights(int8_decode)
+    kernels = cpu_kernels and cpu_ops.usable_for(dtype, device)
+    if kernels:
+        model.use_kernels()
+    kind = packing_for(dtype, device, kernels, linear_kernel)
+    if kind is not None:
+        model.pack_weights(kind, int8_decode)
     elif int8_decode:
         raise ValueError("int8 decode weights need bfloat16 on CPU")
     return model

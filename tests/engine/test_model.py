@@ -12,8 +12,9 @@ from .conftest import make_tiny_model
 
 def our_logits(model, cfg, token_ids: list[int], block_size: int = 16) -> torch.Tensor:
     num_blocks = -(-len(token_ids) // block_size) + 1
-    kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-    backend = make_backend(kv, "cpu", enable_cascade=False)
+    dtype = model.embed_tokens.weight.dtype
+    kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
+    backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
     backend.prepare(AttentionBatch([len(token_ids)], [len(token_ids)], [list(range(num_blocks))]))
     ids = torch.tensor(token_ids)
     with torch.inference_mode():
@@ -88,8 +89,10 @@ def test_int8_decode_weights_stay_close_to_bfloat16(smollm_dir):
     bf16 = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False)
     int8 = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False, int8_decode=True)
     assert int8.layers[0].mlp.down_proj.qweight.dtype == torch.int8
-    tokens = [1, 4093, 198, 1780]  # 4 rows: the int8 path
-    a, b = our_logits(bf16, cfg, tokens), our_logits(int8, cfg, tokens)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [[1, 4093, 198, 1780]] + [torch.randint(100, 20000, (4,), generator=gen).tolist() for _ in range(9)]
+    a = torch.cat([our_logits(bf16, cfg, p) for p in prompts])  # 4 rows each: the int8 path
+    b = torch.cat([our_logits(int8, cfg, p) for p in prompts])
     assert not torch.equal(a, b)  # the int8 path really ran
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
     assert ((a - b).norm() / a.norm()).item() < 0.1

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels_reference import BlockPool, forked_batch, random_cache, reference_attention
-from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, find_groups, merge_state, plan_cascade
+from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, cpu_ops, find_groups, merge_state, plan_cascade
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -22,7 +22,7 @@ def scaled_error(out, ref) -> float:
 HEAD_DIM = 32
 
 
-def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0):
+def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0, use_kernels=False):
     """Cascade and plain backends on the same random q/k/v. Returns (cascade, plain, q)."""
     gen = torch.Generator().manual_seed(seed)
     num_kv_heads, dtype = cache.shape[4], cache.dtype
@@ -31,7 +31,8 @@ def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0):
     outs = []
     for enable in (True, False):
         limits = CascadeLimits(min_saved_tokens=min_saved)
-        backend = TorchAttentionBackend(cache, enable_cascade=enable, cascade_limits=limits, use_fused=use_fused)
+        backend = TorchAttentionBackend(cache, enable_cascade=enable, cascade_limits=limits, use_fused=use_fused,
+                                        use_kernels=use_kernels)
         backend.prepare(batch)
         groups = plan_cascade(batch, cache.shape[3], limits).groups
         assert backend.is_cascade_step == (enable and bool(groups))
@@ -39,8 +40,9 @@ def run_both(batch, cache, num_q_heads, seed=1, use_fused=True, min_saved=0):
     return outs[0], outs[1], q
 
 
-def check(batch, cache, num_q_heads, dtype, use_fused=True, min_saved=0):
-    cascade, plain, q = run_both(batch, cache, num_q_heads, use_fused=use_fused, min_saved=min_saved)
+def check(batch, cache, num_q_heads, dtype, use_fused=True, min_saved=0, use_kernels=False):
+    cascade, plain, q = run_both(batch, cache, num_q_heads, use_fused=use_fused, min_saved=min_saved,
+                                 use_kernels=use_kernels)
     ref, _ = reference_attention(q, cache[0], batch)
     assert not torch.isnan(cascade).any()
     assert scaled_error(cascade, ref) < TOLERANCE[dtype]
@@ -79,6 +81,18 @@ def test_cascade_matches_reference_and_plain(dtype, group, block_size, tree, use
     plan_cascade(batch, block_size).check_integrity(batch, block_size)
     cache = random_cache(1, 300, block_size, 2, HEAD_DIM, dtype, seed=group)
     check(batch, cache, 2 * group, dtype, use_fused)
+
+
+@pytest.mark.skipif(not cpu_ops.load(), reason="Parrot CPU kernels not available here")
+@pytest.mark.parametrize("group", [1, 3, 8])
+@pytest.mark.parametrize("block_size", [1, 16])
+@pytest.mark.parametrize("tree", [two_level_tree, three_level_tree])
+def test_cascade_over_in_place_decode_kernel(group, block_size, tree):
+    """The private level's decodes read the cache in place (Parrot's CPU kernel, bf16)."""
+    rng = random.Random(group + block_size)
+    batch = forked_batch(tree(block_size), block_size, BlockPool(300, rng))
+    cache = random_cache(1, 300, block_size, 2, HEAD_DIM, torch.bfloat16, seed=group)
+    check(batch, cache, 2 * group, torch.bfloat16, use_kernels=True)
 
 
 def test_levels_of_three_level_tree():

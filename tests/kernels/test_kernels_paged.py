@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from kernels_reference import BlockPool, private_batch, random_cache, reference_attention
-from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, paged_attention, plan_paged, slot_mapping, write_kv
+from parrot_kernels import AttentionBatch, CascadeLimits, TorchAttentionBackend, cpu_ops, paged_attention, plan_paged, slot_mapping, write_kv
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 HEAD_DIM = 32
 
 
-def run_backend(batch, cache, num_q_heads, seed=1, enable_cascade=False, layer=0, use_fused=True):
+def run_backend(batch, cache, num_q_heads, seed=1, enable_cascade=False, layer=0, use_fused=True, use_kernels=False):
     """Random q/k/v for the batch's new tokens; returns (out, q, k, v, backend)."""
     gen = torch.Generator().manual_seed(seed)
     num_kv_heads, dtype = cache.shape[4], cache.dtype
@@ -23,7 +23,7 @@ def run_backend(batch, cache, num_q_heads, seed=1, enable_cascade=False, layer=0
     k = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
     v = torch.randn(T, num_kv_heads, HEAD_DIM, generator=gen).to(dtype)
     backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits(),
-                                    use_fused=use_fused)
+                                    use_fused=use_fused, use_kernels=use_kernels)
     backend.prepare(batch)
     return backend.forward(q, k, v, layer), q, k, v, backend
 
@@ -46,6 +46,21 @@ def test_decode_ragged(dtype, group, block_size, use_fused):
     cache = random_cache(2, 600, block_size, 2, HEAD_DIM, dtype)
     out, q, *_ = run_backend(batch, cache, 2 * group, layer=1, use_fused=use_fused)
     assert max_error(out, q, cache, batch, layer=1) < TOLERANCE[dtype]
+
+
+@pytest.mark.skipif(not cpu_ops.load(), reason="Parrot CPU kernels not available here")
+@pytest.mark.parametrize("group", [1, 3, 8])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_in_place_decode_kernel_in_a_mixed_batch(group, block_size):
+    """Decodes read the paged cache in place (no gather buffer), next to prefills (bf16)."""
+    rng = random.Random(11 + group + block_size)
+    q_lens, kv_lens = [1, 5, 1, 33, 1], [70, 5, 1, 50, 600]
+    pool = BlockPool(900, rng)
+    batch = private_batch(q_lens, kv_lens, block_size, pool)
+    cache = random_cache(2, 900, block_size, 2, HEAD_DIM, torch.bfloat16)
+    out, q, _, _, backend = run_backend(batch, cache, 2 * group, layer=1, use_kernels=True)
+    assert backend._plan.decode.in_place and backend._workspace is None
+    assert max_error(out, q, cache, batch, layer=1) < TOLERANCE[torch.bfloat16]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,0 +1,111 @@
+"""Parrot's own CPU kernels (kernels/csrc, AVX2 + FMA, bf16): build, load, call.
+
+The C++ sources register `torch.ops.parrot.*`; they are compiled once per machine with
+`-march=native` (`python -m parrot_kernels.cpu_ops` at setup, else on first use, ~40 s)
+into a cache folder keyed by the sources and the CPU, so a copied cache never runs on a
+CPU it was not built for. Where they cannot be built or loaded (no compiler, no AVX2,
+not x86-64) `available()` is False and the engine runs its eager torch path.
+
+Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
+  pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear(x [M, K], packed, N, bias)
+  rms_norm(x, residual | None, w, eps); silu_mul(gate_up); rope_write_kv(...);
+  paged_decode_attention(q, k_cache, v_cache, tables int32, kv_lens int32, scale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("linear.cpp", "attention.cpp", "elementwise.cpp")
+_CSRC = Path(__file__).parent / "csrc"
+_state: dict[str, object] = {}
+
+
+def cpu_supported() -> bool:
+    """x86-64 with AVX2 and FMA (every kernel here is written for them)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def _build_tag() -> str:
+    h = hashlib.sha256()
+    for name in SOURCES + ("vec.h",):
+        h.update((_CSRC / name).read_bytes())
+    h.update(torch.__version__.encode())
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+        h.update("".join(l for l in cpuinfo.splitlines() if l.startswith(("model name", "flags"))).encode())
+    except OSError:
+        pass
+    return h.hexdigest()[:16]
+
+
+def build_dir() -> Path:
+    root = Path(os.environ.get("PARROT_KERNEL_CACHE", Path.home() / ".cache" / "parrot" / "kernels"))
+    return root / _build_tag()
+
+
+def load(build: bool = True) -> bool:
+    """Load the kernels (building them first if `build` and no build is cached)."""
+    if "ok" in _state:
+        return bool(_state["ok"])
+    _state["ok"] = ok = cpu_supported() and os.environ.get("PARROT_CPU_KERNELS", "1") != "0" and _load(build)
+    return ok
+
+
+def _load(build: bool) -> bool:
+    directory = build_dir()
+    lib = directory / "parrot_cpu_ops.so"
+    try:
+        if not lib.exists():
+            if not build:
+                return False
+            _compile(directory)
+        torch.ops.load_library(str(lib))
+        return True
+    except Exception as e:  # no compiler, a failed build: the eager path serves
+        log.warning("Parrot CPU kernels unavailable (%s); using the eager torch path", e)
+        return False
+
+
+def _compile(directory: Path) -> None:
+    from torch.utils.cpp_extension import load as load_extension
+
+    directory.mkdir(parents=True, exist_ok=True)
+    print(f"parrot: compiling CPU kernels into {directory} (once per machine, ~40 s)", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    load_extension(
+        name="parrot_cpu_ops", sources=[str(_CSRC / s) for s in SOURCES], build_directory=str(directory),
+        extra_cflags=["-O3", "-march=native", "-fopenmp", "-DNDEBUG"], is_python_module=False, verbose=False,
+    )
+    print(f"parrot: CPU kernels built in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def available() -> bool:
+    """Loaded already (never builds)."""
+    return bool(_state.get("ok"))
+
+
+def usable_for(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """The kernels serve bf16 on CPU; load them (building once) if that is what is asked."""
+    return torch.device(device).type == "cpu" and dtype == torch.bfloat16 and load()
+
+
+if __name__ == "__main__":  # setup: build now, so the first start does not wait
+    logging.basicConfig(level=logging.INFO)
+    print("parrot CPU kernels:", "ready" if load() else "not available (eager torch path)")

@@ -1,0 +1,151 @@
+// bf16-weight linear for AVX2 CPUs (no AVX-512-BF16, no AMX): y = x @ W^T (+ bias).
+//
+// The weight is prepacked once as [ceil(N / 16), K, 16] bf16: for each block of 16 output
+// channels, the 16 weights of input k are contiguous, so the micro-kernel is an outer
+// product (a broadcast of x[m, k] times 16 weights) with no horizontal sums. bf16 -> fp32
+// is a 16-bit shift; accumulation is fp32; the output is rounded to x's dtype once.
+// Rows are taken in tiles of 6 (12 accumulators), output blocks are split over threads.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "vec.h"
+
+namespace parrot {
+namespace {
+
+constexpr int64_t NB = 16;  // output channels per packed block
+constexpr int64_t MR = 6;   // rows per micro-kernel tile
+constexpr int64_t M_CHUNK = 96;  // rows per pass over the weight (keeps x's chunk in L2)
+
+// Accumulators as named locals (an array of them is kept on the stack by gcc, and the
+// stores then bound the loop): c<r>0 / c<r>1 hold row r's 16 outputs.
+#define PARROT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+template <int R>
+void tile(const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo) {
+#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+  PARROT_ROWS(DECL)
+#undef DECL
+  for (int64_t k = 0; k < K; ++k) {
+    __m256 b0 = load_bf16(w + k * NB), b1 = load_bf16(w + k * NB + 8);
+#define STEP(r)                                                \
+    if constexpr (R > r) {                                     \
+      __m256 a = _mm256_broadcast_ss(x + r * ldx + k);         \
+      c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);               \
+      c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);               \
+    }
+    PARROT_ROWS(STEP)
+#undef STEP
+  }
+#define STORE(r)                                               \
+  if constexpr (R > r) {                                       \
+    _mm256_storeu_ps(out + r * ldo, c##r##0);                  \
+    _mm256_storeu_ps(out + r * ldo + 8, c##r##1);              \
+  }
+  PARROT_ROWS(STORE)
+#undef STORE
+}
+
+// One row (decode at batch 1): memory-bound, so four independent accumulator pairs keep
+// enough loads in flight (one pair would wait on the FMA latency every k).
+void tile_row(const float* x, const uint16_t* w, int64_t K, float* out) {
+  __m256 c[8];
+  for (auto& v : c) v = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    for (int u = 0; u < 4; ++u) {
+      __m256 a = _mm256_broadcast_ss(x + k + u);
+      c[2 * u] = _mm256_fmadd_ps(a, load_bf16(w + (k + u) * NB), c[2 * u]);
+      c[2 * u + 1] = _mm256_fmadd_ps(a, load_bf16(w + (k + u) * NB + 8), c[2 * u + 1]);
+    }
+  }
+  for (; k < K; ++k) {
+    __m256 a = _mm256_broadcast_ss(x + k);
+    c[0] = _mm256_fmadd_ps(a, load_bf16(w + k * NB), c[0]);
+    c[1] = _mm256_fmadd_ps(a, load_bf16(w + k * NB + 8), c[1]);
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[4], c[6])));
+  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(c[1], c[3]), _mm256_add_ps(c[5], c[7])));
+}
+
+void run_tile(int rows, const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo) {
+  switch (rows) {
+    case 1: return tile_row(x, w, K, out);
+    case 2: return tile<2>(x, ldx, w, K, out, ldo);
+    case 3: return tile<3>(x, ldx, w, K, out, ldo);
+    case 4: return tile<4>(x, ldx, w, K, out, ldo);
+    case 5: return tile<5>(x, ldx, w, K, out, ldo);
+    default: return tile<6>(x, ldx, w, K, out, ldo);
+  }
+}
+
+// One block of 16 output channels for rows [m0, m1): fp32 tile results, then bias and
+// the rounding to the output dtype.
+template <typename T>
+void block(const float* x, int64_t K, const uint16_t* w, const float* bias, int64_t n0, int64_t N,
+           int64_t m0, int64_t m1, T* y) {
+  alignas(32) float acc[MR * NB];
+  int64_t width = std::min(NB, N - n0);
+  int64_t num_tiles = (m1 - m0 + MR - 1) / MR, tile_rows = (m1 - m0 + num_tiles - 1) / num_tiles;
+  for (int64_t m = m0; m < m1; m += tile_rows) {  // equal tiles: 8 rows run as 4 + 4, not 6 + 2
+    int rows = static_cast<int>(std::min(tile_rows, m1 - m));
+    run_tile(rows, x + m * K, K, w, K, acc, NB);
+    for (int r = 0; r < rows; ++r) {
+      T* dst = y + (m + r) * N + n0;
+      for (int64_t j = 0; j < width; ++j) {
+        float v = acc[r * NB + j] + (bias ? bias[n0 + j] : 0.0f);
+        if constexpr (std::is_same_v<T, float>) dst[j] = v;
+        else dst[j] = c10::BFloat16(v);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor pack_linear_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kBFloat16, "weight must be 2-D bf16");
+  int64_t N = weight.size(0), K = weight.size(1), blocks = (N + NB - 1) / NB;
+  at::Tensor padded = at::zeros({blocks * NB, K}, weight.options());
+  padded.narrow(0, 0, N).copy_(weight);
+  return padded.view({blocks, NB, K}).transpose(1, 2).contiguous();  // [blocks, K, 16]
+}
+
+at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,
+                         const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && packed.dim() == 3 && packed.size(2) == NB, "bad shapes for linear_packed");
+  TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.is_contiguous(), "packed weight must be contiguous bf16");
+  int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
+  TORCH_CHECK(packed.size(1) == K && blocks * NB >= N && (blocks - 1) * NB < N, "packed weight does not match x / N");
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  at::Tensor bf;
+  if (bias.has_value()) bf = bias->to(at::kFloat).contiguous();
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = xf.data_ptr<float>();
+  const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr());
+  for (int64_t m0 = 0; m0 < M; m0 += M_CHUNK) {
+    int64_t m1 = std::min(M, m0 + M_CHUNK);
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const uint16_t* w = wp + b * K * NB;
+        if (y.scalar_type() == at::kFloat) block(xp, K, w, bp, b * NB, N, m0, m1, y.data_ptr<float>());
+        else block(xp, K, w, bp, b * NB, N, m0, m1, y.data_ptr<c10::BFloat16>());
+      }
+    });
+  }
+  return y;
+}
+
+TORCH_LIBRARY_FRAGMENT(parrot, m) {
+  m.def("pack_linear_weight(Tensor weight) -> Tensor");
+  m.def("linear_packed(Tensor x, Tensor packed, int n, Tensor? bias) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(parrot, CPU, m) {
+  m.impl("pack_linear_weight", &pack_linear_weight);
+  m.impl("linear_packed", &linear_packed);
+}
+
+}  // namespace parrot

@@ -1,0 +1,127 @@
+"""Parrot's C++ CPU kernels against float64 references (skipped where they cannot build)."""
+
+import math
+
+import pytest
+import torch
+
+from parrot_kernels import cpu_ops
+
+pytestmark = pytest.mark.skipif(not cpu_ops.load(), reason="Parrot CPU kernels not available here")
+ops = torch.ops.parrot
+BF16 = torch.bfloat16
+
+
+def bf16_close(got: torch.Tensor, want: torch.Tensor, steps: float = 2.0) -> None:
+    """Within `steps` bf16 rounding steps of the exact value (absolute below 1)."""
+    err = (got.double() - want.double()).abs()
+    bound = steps * 2.0**-8 * want.double().abs().clamp_min(1.0)
+    assert (err <= bound).all(), f"max err {err.max().item():.4g}, worst ratio {(err / bound).max().item():.3g}"
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 8, 13, 97, 200])
+@pytest.mark.parametrize("out_features", [16, 40, 960])
+def test_linear_matches_float64(rows, out_features):
+    torch.manual_seed(rows * 1000 + out_features)
+    w = torch.randn(out_features, 64, dtype=BF16)
+    x = torch.randn(rows, 64, dtype=BF16)
+    bias = torch.randn(out_features, dtype=BF16)
+    packed = ops.pack_linear_weight(w)
+    assert packed.shape == (-(-out_features // 16), 64, 16)
+    want = x.double() @ w.double().T + bias.double()
+    bf16_close(ops.linear_packed(x, packed, out_features, bias), want, 1.0)
+    got32 = ops.linear_packed(x.float(), packed, out_features, None)
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.double(), x.double() @ w.double().T, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_rejects_mismatched_weight():
+    packed = ops.pack_linear_weight(torch.randn(32, 64, dtype=BF16))
+    with pytest.raises(RuntimeError, match="does not match"):
+        ops.linear_packed(torch.randn(2, 48, dtype=BF16), packed, 32, None)
+
+
+def test_rms_norm_and_fused_residual():
+    torch.manual_seed(0)
+    x, res, w = torch.randn(9, 576, dtype=BF16), torch.randn(9, 576, dtype=BF16), torch.randn(576, dtype=BF16)
+
+    def ref(v):
+        normed = (v.double() * torch.rsqrt(v.double().pow(2).mean(-1, keepdim=True) + 1e-5))
+        return normed * w.double()
+
+    bf16_close(ops.rms_norm(x, None, w, 1e-5), ref(x))
+    summed = (x.float() + res.float()).to(BF16)
+    res_in = res.clone()
+    out = ops.rms_norm(x, res_in, w, 1e-5)
+    assert torch.equal(res_in, summed)  # the residual now holds x + residual
+    bf16_close(out, ref(summed))
+
+
+def test_silu_mul():
+    torch.manual_seed(1)
+    gate_up = torch.randn(5, 2 * 1536, dtype=BF16) * 4
+    gate, up = gate_up.double().chunk(2, -1)
+    bf16_close(ops.silu_mul(gate_up), torch.nn.functional.silu(gate) * up)
+
+
+def test_rope_write_kv_rotates_and_stores():
+    torch.manual_seed(2)
+    hq, hkv, d, t = 9, 3, 64, 5
+    qkv = torch.randn(t, (hq + 2 * hkv) * d, dtype=BF16)
+    positions = torch.tensor([0, 3, 7, 100, 4095])
+    inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    freqs = torch.outer(torch.arange(4096, dtype=torch.float64), inv)
+    cos_sin = torch.cat((freqs.cos(), freqs.sin()), -1).float()
+    k_cache, v_cache = torch.zeros(4, 16, hkv, d, dtype=BF16), torch.zeros(4, 16, hkv, d, dtype=BF16)
+    slots = torch.tensor([0, 17, 18, 40, 63])
+    q = ops.rope_write_kv(qkv, positions, cos_sin, k_cache, v_cache, slots, hq)
+
+    def rotate(x):  # [T, H, D] float64
+        c, s = freqs[positions].cos()[:, None], freqs[positions].sin()[:, None]
+        x1, x2 = x.chunk(2, -1)
+        return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), -1)
+
+    qf, kf, vf = qkv.double().split([hq * d, hkv * d, hkv * d], -1)
+    bf16_close(q, rotate(qf.view(t, hq, d)))
+    bf16_close(k_cache.view(-1, hkv, d)[slots], rotate(kf.view(t, hkv, d)))
+    assert torch.equal(v_cache.view(-1, hkv, d)[slots], qkv[:, (hq + hkv) * d:].view(t, hkv, d))
+    untouched = torch.ones(64, dtype=torch.bool)
+    untouched[slots] = False
+    assert (k_cache.view(-1, hkv, d)[untouched] == 0).all()
+
+
+def reference_decode(q, k_cache, v_cache, tables, kv_lens):
+    """float64 attention of one query per sequence over its paged KV -> out, lse."""
+    outs, lses = [], []
+    group = q.shape[1] // k_cache.shape[2]
+    for b, kv_len in enumerate(kv_lens.tolist()):
+        slots = [tables[b, p // k_cache.shape[1]].item() * k_cache.shape[1] + p % k_cache.shape[1] for p in range(kv_len)]
+        k = k_cache.flatten(0, 1)[slots].double().repeat_interleave(group, 1)  # [L, Hq, D]
+        v = v_cache.flatten(0, 1)[slots].double().repeat_interleave(group, 1)
+        scores = torch.einsum("hd,lhd->hl", q[b].double(), k) / math.sqrt(q.shape[-1])
+        outs.append(torch.einsum("hl,lhd->hd", scores.softmax(-1), v))
+        lses.append(scores.logsumexp(-1))
+    return torch.stack(outs), torch.stack(lses)
+
+
+@pytest.mark.parametrize("kv_lens", [[1], [5, 16, 17], [700], [3000, 1], [33] * 12])
+@pytest.mark.parametrize("heads", [(9, 3), (4, 4), (8, 1), (16, 1), (22, 2)])
+def test_paged_decode_attention(kv_lens, heads):
+    torch.manual_seed(len(kv_lens) * 7 + kv_lens[0])
+    hq, hkv, d, bs = heads[0], heads[1], 64, 16
+    num_blocks = sum(-(-n // bs) for n in kv_lens) + 3
+    k_cache = torch.randn(num_blocks, bs, hkv, d, dtype=BF16)
+    v_cache = torch.randn(num_blocks, bs, hkv, d, dtype=BF16)
+    perm = torch.randperm(num_blocks).tolist()  # scattered physical blocks
+    max_blocks = max(-(-n // bs) for n in kv_lens)
+    tables = torch.zeros(len(kv_lens), max_blocks, dtype=torch.int32)
+    for b, n in enumerate(kv_lens):
+        for j in range(-(-n // bs)):
+            tables[b, j] = perm.pop()
+    q = torch.randn(len(kv_lens), hq, d, dtype=BF16)
+    lens = torch.tensor(kv_lens, dtype=torch.int32)
+    out, lse = ops.paged_decode_attention(q, k_cache, v_cache, tables, lens, 1 / math.sqrt(d))
+    want_out, want_lse = reference_decode(q, k_cache, v_cache, tables, lens)
+    assert out.dtype == BF16 and lse.dtype == torch.float32
+    bf16_close(out, want_out)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
