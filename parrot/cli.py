@@ -42,6 +42,11 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cascade-min-saved-tokens", type=int, metavar="N",
                    help="read a shared prefix once per group only where that saves >= N token "
                    "reads per layer (default: 2048 on CPU, every shared block on CUDA)")
+    g.add_argument("--no-cpu-kernels", action="store_true",
+                   help="the eager torch reference path instead of Parrot's fused CPU kernels")
+    g.add_argument("--linear-kernel", choices=("auto", "parrot", "onednn", "torch"),
+                   help="bf16 CPU projections: auto (oneDNN where it packs bf16, i.e. AVX-512/AMX, "
+                   "else Parrot's AVX2 kernel), or one of them")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -55,10 +60,12 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "latency_token_budget": getattr(args, "latency_token_budget", None),
         "quantization": getattr(args, "quantization", None),
         "cascade_min_saved_tokens": getattr(args, "cascade_min_saved_tokens", None),
+        "linear_kernel": getattr(args, "linear_kernel", None),
     }
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
     config.enable_prefix_caching = not args.no_prefix_caching
     config.enable_cascade = not getattr(args, "no_cascade", False)
+    config.cpu_kernels = not getattr(args, "no_cpu_kernels", False)
     return config
 
 
