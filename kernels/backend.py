@@ -92,7 +92,7 @@ class TorchAttentionBackend:
         self._workspace = None
         if decode is not None and not decode.in_place:
             self._workspace = GatherWorkspace(decode.blocks.numel(), layer_cache, self._pool, "decode")
-        shared = self._cascade.shared_blocks.numel() if self._cascade else 0
+        shared = self._cascade.shared_blocks.numel() if self._cascade and not self.use_kernels else 0
         self._shared_workspace = GatherWorkspace(shared, layer_cache, self._pool, "shared") if shared else None
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:

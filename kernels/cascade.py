@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .batch import AttentionBatch
 from .attention_ops import merge_state, visible_attention
-from .paged_attention import GatherWorkspace, PagedPlan, paged_attention, plan_paged
+from .paged_attention import GatherWorkspace, PagedPlan, paged_attention, plan_paged, run_in_place
 
 
 class CascadeLimits(NamedTuple):
@@ -195,6 +195,8 @@ def cascade_attention(
     if not plan.groups:
         return out
     out = out.float()
+    if plan.private.in_place:  # Parrot's CPU kernel reads each group's blocks where they are
+        return _shared_levels_in_place(q, k_cache, v_cache, plan, out, lse).to(q.dtype)
     shared_workspace = shared_workspace or GatherWorkspace(plan.shared_blocks.numel(), k_cache)
     k_all, v_all = shared_workspace.gather(k_cache, v_cache, plan.shared_blocks)
     k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]
@@ -211,3 +213,20 @@ def cascade_attention(
         out.index_copy_(0, group.rows, o_m)
         lse.index_copy_(0, group.rows, lse_m)
     return out.to(q.dtype)
+
+
+def _shared_levels_in_place(q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: CascadePlan,
+                            out: Tensor, lse: Tensor) -> Tensor:
+    """Every group's queries over its shared blocks, no gather; merged into out / lse."""
+    block_size = k_cache.shape[1]
+    for group in plan.groups:
+        rows = group.row_slice if group.row_slice is not None else group.rows
+        q_g = q[rows] if group.row_slice is not None else q.index_select(0, rows)
+        o_g, lse_g = run_in_place(q_g, k_cache, v_cache, group.blocks, group.blocks.numel() * block_size, causal=False)
+        if group.row_slice is not None:
+            out[rows], lse[rows] = merge_state(out[rows], lse[rows], o_g.float(), lse_g)
+            continue
+        o_m, lse_m = merge_state(out.index_select(0, rows), lse.index_select(0, rows), o_g.float(), lse_g)
+        out.index_copy_(0, rows, o_m)
+        lse.index_copy_(0, rows, lse_m)
+    return out

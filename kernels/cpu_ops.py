@@ -9,7 +9,8 @@ not x86-64) `available()` is False and the engine runs its eager torch path.
 Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
   pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear(x [M, K], packed, N, bias)
   rms_norm(x, residual | None, w, eps); silu_mul(gate_up); rope_write_kv(...);
-  paged_decode_attention(q, k_cache, v_cache, tables int32, kv_lens int32, scale).
+  paged_decode_attention(q, k_cache, v_cache, tables int32, kv_lens int32, scale);
+  paged_prefill_attention(q, k_cache, v_cache, blocks, kv_len, causal, scale).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("linear.cpp", "attention.cpp", "elementwise.cpp")
+SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "elementwise.cpp")
 _CSRC = Path(__file__).parent / "csrc"
 _state: dict[str, object] = {}
 
@@ -44,7 +45,7 @@ def cpu_supported() -> bool:
 
 def _build_tag() -> str:
     h = hashlib.sha256()
-    for name in SOURCES + ("vec.h",):
+    for name in SOURCES + ("vec.h", "gemm_tile.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     try:

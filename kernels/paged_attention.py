@@ -45,6 +45,7 @@ class PagedPlan(NamedTuple):
     num_tokens: int
     decode: DecodePlan | None
     prefills: list[PrefillSeq]
+    in_place: bool = False  # Parrot's CPU kernels read the paged cache directly
 
 
 def slot_mapping(batch: AttentionBatch, block_size: int) -> Tensor:
@@ -81,7 +82,7 @@ def plan_paged(
             num_blocks = -(-batch.kv_lens[i] // block_size)
             blocks = torch.tensor(batch.block_tables[i][:num_blocks], dtype=torch.long, device=device)
             prefills.append(PrefillSeq(starts[i], q_len, batch.kv_lens[i], blocks))
-    return PagedPlan(batch.num_tokens, decode, prefills)
+    return PagedPlan(batch.num_tokens, decode, prefills, in_place)
 
 
 def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
@@ -133,8 +134,11 @@ def paged_attention(
             lse.index_copy_(0, rows, l)
     for seq in plan.prefills:
         rows = slice(seq.row_start, seq.row_start + seq.q_len)
-        k, v = gather_kv(k_cache, v_cache, seq.blocks, seq.kv_len)
-        o, seq_lse = prefill_attention(q[rows], k, v, use_fused)
+        if plan.in_place:
+            o, seq_lse = run_in_place(q[rows], k_cache, v_cache, seq.blocks, seq.kv_len, causal=True)
+        else:
+            k, v = gather_kv(k_cache, v_cache, seq.blocks, seq.kv_len)
+            o, seq_lse = prefill_attention(q[rows], k, v, use_fused)
         out[rows] = o.to(q.dtype)
         if lse is not None:
             lse[rows] = seq_lse
@@ -151,6 +155,14 @@ def _batched_decode(q, k_cache, v_cache, plan: DecodePlan, workspace, use_fused)
     num_seqs = q.shape[0]
     k, v = k.view(num_seqs, -1, *k.shape[2:]), v.view(num_seqs, -1, *v.shape[2:])  # [B, L_max, Hkv, D]
     return decode_attention(q, k, v, plan.is_padding, use_fused)
+
+
+def run_in_place(q: Tensor, k_cache: Tensor, v_cache: Tensor, blocks: Tensor, kv_len: int,
+                 causal: bool) -> tuple[Tensor, Tensor]:
+    """Parrot's CPU kernel: q [M, Hq, D] over `kv_len` keys in `blocks`, read in place
+    (causal: bottom-right aligned) -> out [M, Hq, D], lse [M, Hq] float32."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    return torch.ops.parrot.paged_prefill_attention(q, k_cache, v_cache, blocks, kv_len, causal, scale)
 
 
 def gather_kv(k_cache: Tensor, v_cache: Tensor, blocks: Tensor, kv_len: int) -> tuple[Tensor, Tensor]:

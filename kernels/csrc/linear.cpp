@@ -9,7 +9,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "vec.h"
+#include "gemm_tile.h"
 
 namespace parrot {
 namespace {
@@ -17,35 +17,6 @@ namespace {
 constexpr int64_t NB = 16;  // output channels per packed block
 constexpr int64_t MR = 6;   // rows per micro-kernel tile
 constexpr int64_t M_CHUNK = 96;  // rows per pass over the weight (keeps x's chunk in L2)
-
-// Accumulators as named locals (an array of them is kept on the stack by gcc, and the
-// stores then bound the loop): c<r>0 / c<r>1 hold row r's 16 outputs.
-#define PARROT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-
-template <int R>
-void tile(const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo) {
-#define DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
-  PARROT_ROWS(DECL)
-#undef DECL
-  for (int64_t k = 0; k < K; ++k) {
-    __m256 b0 = load_bf16(w + k * NB), b1 = load_bf16(w + k * NB + 8);
-#define STEP(r)                                                \
-    if constexpr (R > r) {                                     \
-      __m256 a = _mm256_broadcast_ss(x + r * ldx + k);         \
-      c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);               \
-      c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);               \
-    }
-    PARROT_ROWS(STEP)
-#undef STEP
-  }
-#define STORE(r)                                               \
-  if constexpr (R > r) {                                       \
-    _mm256_storeu_ps(out + r * ldo, c##r##0);                  \
-    _mm256_storeu_ps(out + r * ldo + 8, c##r##1);              \
-  }
-  PARROT_ROWS(STORE)
-#undef STORE
-}
 
 // One row (decode at batch 1): memory-bound, so four independent accumulator pairs keep
 // enough loads in flight (one pair would wait on the FMA latency every k).
@@ -72,11 +43,7 @@ void tile_row(const float* x, const uint16_t* w, int64_t K, float* out) {
 void run_tile(int rows, const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo) {
   switch (rows) {
     case 1: return tile_row(x, w, K, out);
-    case 2: return tile<2>(x, ldx, w, K, out, ldo);
-    case 3: return tile<3>(x, ldx, w, K, out, ldo);
-    case 4: return tile<4>(x, ldx, w, K, out, ldo);
-    case 5: return tile<5>(x, ldx, w, K, out, ldo);
-    default: return tile<6>(x, ldx, w, K, out, ldo);
+    default: return gemm_rows<false>(rows, x, ldx, w, NB, K, out, ldo);
   }
 }
 

@@ -125,3 +125,41 @@ def test_paged_decode_attention(kv_lens, heads):
     assert out.dtype == BF16 and lse.dtype == torch.float32
     bf16_close(out, want_out)
     torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
+
+
+def reference_run(q, k_cache, v_cache, blocks, kv_len, causal):
+    """float64 attention of M queries over the first kv_len keys of `blocks`."""
+    bs, group = k_cache.shape[1], q.shape[1] // k_cache.shape[2]
+    slots = [blocks[p // bs].item() * bs + p % bs for p in range(kv_len)]
+    k = k_cache.flatten(0, 1)[slots].double().repeat_interleave(group, 1)  # [L, Hq, D]
+    v = v_cache.flatten(0, 1)[slots].double().repeat_interleave(group, 1)
+    scores = torch.einsum("mhd,lhd->hml", q.double(), k) / math.sqrt(q.shape[-1])
+    if causal:
+        pos = torch.arange(kv_len - q.shape[0], kv_len)
+        scores.masked_fill_(torch.arange(kv_len)[None, :] > pos[:, None], float("-inf"))
+    out = torch.einsum("hml,lhd->mhd", scores.softmax(-1), v)
+    return out, scores.logsumexp(-1).T
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("q_len,kv_len", [(1, 1), (5, 5), (17, 40), (33, 33), (100, 700), (3, 1000)])
+@pytest.mark.parametrize("heads", [(9, 3), (4, 4), (16, 2)])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_paged_prefill_attention(causal, q_len, kv_len, heads, block_size):
+    torch.manual_seed(q_len * 31 + kv_len + block_size)
+    hq, hkv, d = heads[0], heads[1], 64
+    num_blocks = -(-kv_len // block_size)
+    k_cache = torch.randn(num_blocks + 5, block_size, hkv, d, dtype=BF16)
+    v_cache = torch.randn(num_blocks + 5, block_size, hkv, d, dtype=BF16)
+    blocks = torch.randperm(num_blocks + 5)[:num_blocks]  # scattered physical blocks
+    q = torch.randn(q_len, hq, d, dtype=BF16) * 2
+    out, lse = ops.paged_prefill_attention(q, k_cache, v_cache, blocks, kv_len, causal, 1 / math.sqrt(d))
+    want_out, want_lse = reference_run(q, k_cache, v_cache, blocks, kv_len, causal)
+    bf16_close(out, want_out)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
+
+
+def test_paged_prefill_attention_refuses_short_blocks():
+    cache = torch.zeros(4, 16, 1, 64, dtype=BF16)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        ops.paged_prefill_attention(torch.zeros(2, 1, 64, dtype=BF16), cache, cache, torch.tensor([0, 1]), 40, True, 0.1)

@@ -1,0 +1,63 @@
+// The outer-product micro-kernel shared by the linear and the prefill attention (AVX2):
+// out[r, 0:16] (+)= sum_k x[r, k] * w[k, 0:16] for R <= 6 rows, w in bf16 or fp32.
+#pragma once
+
+#include "vec.h"
+
+namespace parrot {
+
+static inline __m256 load8(const uint16_t* p) { return load_bf16(p); }
+static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+
+// Accumulators as named locals: an array of them is kept on the stack by gcc, and the
+// stores then bound the loop. c<r>0 / c<r>1 hold row r's 16 outputs.
+#define PARROT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+template <int R, bool ACCUMULATE, typename W>
+void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out, int64_t ldo) {
+#define DECL(r)                                                                                   \
+  __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();                            \
+  if constexpr (ACCUMULATE && R > r) {                                                            \
+    c##r##0 = _mm256_loadu_ps(out + r * ldo), c##r##1 = _mm256_loadu_ps(out + r * ldo + 8);       \
+  }
+  PARROT_ROWS(DECL)
+#undef DECL
+  for (int64_t k = 0; k < K; ++k) {
+    __m256 b0 = load8(w + k * ldw), b1 = load8(w + k * ldw + 8);
+#define STEP(r)                                                \
+    if constexpr (R > r) {                                     \
+      __m256 a = _mm256_broadcast_ss(x + r * ldx + k);         \
+      c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);               \
+      c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);               \
+    }
+    PARROT_ROWS(STEP)
+#undef STEP
+  }
+#define STORE(r)                                               \
+  if constexpr (R > r) {                                       \
+    _mm256_storeu_ps(out + r * ldo, c##r##0);                  \
+    _mm256_storeu_ps(out + r * ldo + 8, c##r##1);              \
+  }
+  PARROT_ROWS(STORE)
+#undef STORE
+}
+
+// Any number of rows, in tiles of <= 6.
+template <bool ACCUMULATE, typename W>
+void gemm_rows(int64_t rows, const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out,
+               int64_t ldo) {
+  for (int64_t r = 0; r < rows; r += 6) {
+    const float* xr = x + r * ldx;
+    float* o = out + r * ldo;
+    switch (std::min<int64_t>(6, rows - r)) {
+      case 1: gemm_tile<1, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      case 2: gemm_tile<2, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      case 3: gemm_tile<3, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      case 4: gemm_tile<4, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      case 5: gemm_tile<5, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      default: gemm_tile<6, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+    }
+  }
+}
+
+}  // namespace parrot
