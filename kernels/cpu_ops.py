@@ -7,7 +7,7 @@ CPU it was not built for. Where they cannot be built or loaded (no compiler, no 
 not x86-64) `available()` is False and the engine runs its eager torch path.
 
 Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
-  pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear(x [M, K], packed, N, bias)
+  pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear_packed(x [M, K], packed, N, bias)
   rms_norm(x, residual | None, w, eps); silu_mul(gate_up); rope_write_kv(...);
   paged_decode_attention(q, k_cache, v_cache, tables int32, kv_lens int32, scale);
   paged_prefill_attention(q, k_cache, v_cache, blocks, kv_len, causal, scale).
@@ -100,6 +100,12 @@ def _compile(directory: Path) -> None:
 def available() -> bool:
     """Loaded already (never builds)."""
     return bool(_state.get("ok"))
+
+
+def supports_shape(hidden: int, intermediate: int, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
+    """The model shapes the kernels are written for (others run the eager path)."""
+    return (hidden % 8 == 0 and intermediate % 8 == 0 and head_dim % 16 == 0 and head_dim <= 256
+            and num_heads % num_kv_heads == 0 and num_heads // num_kv_heads <= 16)
 
 
 def usable_for(dtype: torch.dtype, device: torch.device | str) -> bool:

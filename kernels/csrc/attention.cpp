@@ -61,7 +61,7 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
   for (int j = 0; j < G; ++j) {
     float* sj = scores + j * CHUNK;
     float m = st.max[j];
-    for (int i = 0; i < n; ++i) m = std::max(m, sj[i]);
+    for (int i = 0; i < n; ++i) m = (sj[i] > m || sj[i] != sj[i]) ? sj[i] : m;  // NaN propagates
     float rescale = st.max[j] == NEG_INF ? 0.0f : std::exp(st.max[j] - m);
     for (int i = n; i < CHUNK; ++i) sj[i] = NEG_INF;
     __m256 mv = _mm256_set1_ps(m);
@@ -254,10 +254,16 @@ std::tuple<at::Tensor, at::Tensor> paged_decode_attention(
   const int64_t B = q_in.size(0), Hq = q_in.size(1), D = q_in.size(2), Hkv = k_cache.size(2);
   TORCH_CHECK(Hq % Hkv == 0 && D % 8 == 0 && D <= MAX_DIM && k_cache.size(3) == D, "unsupported head shape");
   at::Tensor q = q_in.contiguous(), tables = block_tables.contiguous(), lens = kv_lens.contiguous();
-  TORCH_CHECK(lens.numel() == B && tables.size(0) == B, "one block table and kv_len per sequence");
+  TORCH_CHECK(lens.numel() == B && tables.size(0) == B && B >= 1, "one block table and kv_len per sequence");
+  TORCH_CHECK(v_cache.scalar_type() == at::kBFloat16, "caches must be contiguous bf16");
   const int64_t G = rows_per_group(Hq / Hkv), R = Hq / G;
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max<int64_t>(max_len, lens.data_ptr<int32_t>()[b]);
+  TORCH_CHECK(max_len <= tables.size(1) * k_cache.size(1), "a kv_len exceeds its block table");
+  const int32_t* ids = tables.data_ptr<int32_t>();
+  for (int64_t b = 0; b < B; ++b)  // every block a sequence reads is in the cache
+    for (int64_t j = 0; j < (lens.data_ptr<int32_t>()[b] + k_cache.size(1) - 1) / k_cache.size(1); ++j)
+      TORCH_CHECK(ids[b * tables.size(1) + j] >= 0 && ids[b * tables.size(1) + j] < k_cache.size(0), "block id out of range");
   const int64_t S = choose_splits(B, max_len);
   auto f32 = q.options().dtype(at::kFloat);
   at::Tensor acc = at::empty({B * R * S, G * D}, f32), stats = at::empty({B * R * S, 2, G}, f32);

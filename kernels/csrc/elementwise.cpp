@@ -45,7 +45,10 @@ at::Tensor rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residu
   const int64_t T = x.size(0), H = x.size(1);
   TORCH_CHECK(H % 8 == 0 && weight.is_contiguous() && weight.numel() == H && weight.scalar_type() == at::kBFloat16,
               "rms_norm: weight must be bf16 [H], H % 8 == 0");
-  if (residual.has_value()) check_bf16_rows(*residual, "residual");
+  if (residual.has_value()) {
+    check_bf16_rows(*residual, "residual");
+    TORCH_CHECK(residual->sizes() == x.sizes(), "rms_norm: residual must have x's shape");
+  }
   at::Tensor out = at::empty({T, H}, x.options());
   at::parallel_for(0, T, 16, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -65,7 +68,7 @@ at::Tensor rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residu
 at::Tensor silu_mul(const at::Tensor& gate_up) {
   check_bf16_rows(gate_up, "gate_up");
   const int64_t T = gate_up.size(0), I = gate_up.size(1) / 2;
-  TORCH_CHECK(I % 8 == 0, "silu_mul: width must be a multiple of 16");
+  TORCH_CHECK(I % 8 == 0 && gate_up.size(1) == 2 * I, "silu_mul: width must be a multiple of 16");
   at::Tensor out = at::empty({T, I}, gate_up.options());
   const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
   at::parallel_for(0, T, 4, [&](int64_t t0, int64_t t1) {
@@ -94,8 +97,16 @@ at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& positions, con
   TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong, "int64 positions/slots");
   const int64_t T = qkv.size(0), Hkv = k_cache.size(2), D = k_cache.size(3), half = D / 2;
   TORCH_CHECK(qkv.size(1) == (num_heads + 2 * Hkv) * D && half % 8 == 0 && cos_sin.size(1) == D, "bad shapes");
+  TORCH_CHECK(positions.numel() == T && slots.numel() == T, "one position and one slot per token");
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes() && v_cache.scalar_type() == at::kBFloat16 &&
+              cos_sin.scalar_type() == at::kFloat, "v_cache must match k_cache; cos_sin float32");
   at::Tensor q = at::empty({T, num_heads, D}, qkv.options());
   at::Tensor pos = positions.contiguous(), sl = slots.contiguous(), cs = cos_sin.contiguous();
+  const int64_t num_slots = k_cache.size(0) * k_cache.size(1);
+  for (int64_t t = 0; t < T; ++t) {  // the writes below trust these
+    TORCH_CHECK(sl.data_ptr<int64_t>()[t] >= 0 && sl.data_ptr<int64_t>()[t] < num_slots, "slot out of range");
+    TORCH_CHECK(pos.data_ptr<int64_t>()[t] >= 0 && pos.data_ptr<int64_t>()[t] < cs.size(0), "position out of range");
+  }
   at::parallel_for(0, T, 8, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const uint16_t* row = u16(qkv) + t * qkv.stride(0);

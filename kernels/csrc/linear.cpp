@@ -82,6 +82,7 @@ at::Tensor pack_linear_weight(const at::Tensor& weight) {
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,
                          const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.dim() == 2 && packed.dim() == 3 && packed.size(2) == NB, "bad shapes for linear_packed");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat, "x must be bf16 or fp32");
   TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.is_contiguous(), "packed weight must be contiguous bf16");
   int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
   TORCH_CHECK(packed.size(1) == K && blocks * NB >= N && (blocks - 1) * NB < N, "packed weight does not match x / N");

@@ -85,6 +85,7 @@ void softmax_chunk(int64_t rows, int64_t t0, const int64_t* visible, int64_t D, 
     __m256 mv = neg;
     for (int64_t i = 0; i < CK; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + i));
     float m_old = tile.max[r], m = std::max(m_old, hmax(mv));
+    for (int64_t i = 0; i < n; ++i) m = s[i] != s[i] ? s[i] : m;  // a NaN score propagates
     if (m == NEG) {  // nothing visible yet in this row
       std::fill(s, s + CK, 0.0f);
       continue;
@@ -153,6 +154,9 @@ std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
   const int64_t M = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k_cache.size(2), bs = k_cache.size(1);
   TORCH_CHECK(Hq % Hkv == 0 && Hq / Hkv <= 16 && D % 16 == 0 && k_cache.size(3) == D, "unsupported head shape");
   TORCH_CHECK(kv_len >= 1 && blocks.numel() * bs >= kv_len && (!causal || M <= kv_len), "kv_len does not fit the blocks");
+  TORCH_CHECK(v_cache.scalar_type() == at::kBFloat16, "caches must be contiguous bf16");
+  for (int64_t j = 0; j < (kv_len + bs - 1) / bs; ++j)
+    TORCH_CHECK(blocks.data_ptr<int64_t>()[j] >= 0 && blocks.data_ptr<int64_t>()[j] < k_cache.size(0), "block id out of range");
   Run run{reinterpret_cast<const uint16_t*>(k_cache.data_ptr()), reinterpret_cast<const uint16_t*>(v_cache.data_ptr()),
           blocks.data_ptr<int64_t>(), bs, Hkv, D, kv_len, M, Hq, Hq / Hkv, causal, static_cast<float>(scale)};
   at::Tensor out = at::empty({M, Hq, D}, q.options()), lse = at::empty({M, Hq}, q.options().dtype(at::kFloat));

@@ -59,12 +59,14 @@ static inline float hmax(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// exp(x) for x <= ~88 (attention uses x <= 0): 2^n * p(f), p a degree-6 polynomial on
-// [-0.5 ln2, 0.5 ln2]; relative error ~2e-7. Inputs below -87 give 0 (exp(-inf) = 0).
+// exp(x): 2^n * p(f), p a degree-6 polynomial on [-0.5 ln2, 0.5 ln2]; relative error
+// ~2e-7. Inputs below -87 give 0 (exp(-inf) = 0), inputs above 88 give exp(88) (finite,
+// ~1.6e38: silu's 1 / (1 + exp(-x)) is then ~0 as it should be); NaN stays NaN.
 static inline __m256 exp_ps(__m256 x) {
   const __m256 lo = _mm256_set1_ps(-87.0f);
   __m256 is_tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lo);
+  // max/min return their second operand for a NaN first operand: x goes second.
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(lo, x));
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 f = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

@@ -56,6 +56,9 @@ async def measure_engine(args) -> dict:
     for batch in args.batches:
         out[f"decode_ms_b{batch}"] = await _decode_step_ms(engine, batch, sp)
     out["weight_bytes"] = _weight_bytes(engine.runner.model)
+    out["head_bytes"] = _weight_bytes(engine.runner.model.lm_head) if engine.runner.model.lm_head else 0
+    cfg = engine.model_config
+    out["attn_flops_per_token"] = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * (args.prefill_len / 2)
     out["weight_bytes_per_param"] = 1 if args.quantization == "int8" else torch.finfo(getattr(torch, args.dtype)).bits // 8
     out["kv_bytes_per_token"] = engine.runner.kv_cache[:, :, 0, 0].numel() * engine.runner.kv_cache.element_size()
     await engine.stop()
@@ -213,7 +216,10 @@ def measure_startup(dtype: str, kv_memory_gb: float, cold_kernels: bool = False)
 def report(r: dict) -> str:
     bw = r["read_gb_s"]
     params = r["weight_bytes"] / r["weight_bytes_per_param"]
-    prefill_floor = r["matmul_gflops"] * 1e9 / (2 * params)  # projections only
+    # a prefill token: the projections without the head (only the last token has logits),
+    # plus causal attention over half the prompt on average
+    prefill_flops = 2 * (r["weight_bytes"] - r["head_bytes"]) / r["weight_bytes_per_param"] + r["attn_flops_per_token"]
+    prefill_floor = r["matmul_gflops"] * 1e9 / prefill_flops
     lines = [f"model {r['model']} ({r['dtype']}), {torch.get_num_threads()} threads, "
              f"read bandwidth {bw:.1f} GB/s (measured)",
              f"start to first token   {r['startup_s']:.1f} s   resident memory {r['rss_gib']:.2f} GiB "

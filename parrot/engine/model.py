@@ -78,7 +78,8 @@ def packing_for(dtype: torch.dtype, device: str, kernels: bool, choice: str = "a
     if choice in ("auto", "parrot") and kernels:
         return "parrot"
     if choice != "auto":
-        raise ValueError(f"linear kernel {choice!r} is not available on this machine")
+        raise ValueError(f"linear kernel {choice!r} is not available here (parrot needs the CPU kernels "
+                         "loaded and not --no-cpu-kernels; onednn needs AVX-512 or AVX-NE-CONVERT)")
     return None
 
 

@@ -55,7 +55,9 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
     if missing:
         raise ValueError(f"checkpoint is missing weights: {sorted(missing)[:5]}")
     model = model.to(dtype).eval()
-    kernels = cpu_kernels and cpu_ops.usable_for(dtype, device)
+    kernels = cpu_kernels and cpu_ops.supports_shape(
+        cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+    ) and cpu_ops.usable_for(dtype, device)
     if kernels:
         model.use_kernels()
     kind = packing_for(dtype, device, kernels, linear_kernel)

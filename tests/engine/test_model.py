@@ -96,3 +96,46 @@ def test_int8_decode_weights_stay_close_to_bfloat16(smollm_dir):
     assert not torch.equal(a, b)  # the int8 path really ran
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
     assert ((a - b).norm() / a.norm()).item() < 0.1
+
+
+def decode_logits(model, cfg, prompt: list[int], steps: list[int], block_size: int = 16) -> torch.Tensor:
+    """Prefill `prompt`, then decode `steps` one token at a time (teacher-forced); the
+    logits of every decode step: [len(steps), vocab]."""
+    total = len(prompt) + len(steps)
+    num_blocks = -(-total // block_size) + 1
+    dtype = model.embed_tokens.weight.dtype
+    kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
+    backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
+    table, out = list(range(num_blocks)), []
+    with torch.inference_mode():
+        backend.prepare(AttentionBatch([len(prompt)], [len(prompt)], [table]))
+        model(torch.tensor(prompt), torch.arange(len(prompt)), backend)
+        for i, token in enumerate(steps):
+            pos = len(prompt) + i
+            backend.prepare(AttentionBatch([1], [pos + 1], [table]))
+            out.append(model.compute_logits(model(torch.tensor([token]), torch.tensor([pos]), backend)))
+    return torch.cat(out)
+
+
+def test_cpu_kernels_track_float32_in_prefill_and_decode(smollm, smollm_dir):
+    """bf16 through Parrot's fused CPU kernels (prefill and decode attention read in place)
+    stays at least as close to the float32 model as the eager bf16 path."""
+    from parrot_kernels import cpu_ops
+
+    if not cpu_ops.load():
+        pytest.skip("Parrot CPU kernels not available here")
+    cfg = load_hf_config(smollm_dir)
+    fused = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False)
+    eager = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False, cpu_kernels=False,
+                       linear_kernel="torch")
+    assert fused.uses_kernels and not eager.uses_kernels
+    prompt = smollm.tokenizer.encode("Water boils at 100 degrees Celsius. Ice melts at 0 degrees. " * 4)
+    steps = smollm.tokenizer.encode(" The boiling point of water in Fahrenheit is 212 degrees.")
+    ref = decode_logits(smollm.model, cfg, prompt, steps)
+    errors = {}
+    for name, model in (("fused", fused), ("eager", eager)):
+        got = decode_logits(model, cfg, prompt, steps)
+        errors[name] = ((got - ref).norm() / ref.norm()).item()
+        assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9, name
+    assert errors["fused"] < 0.05, errors
+    assert errors["fused"] <= 1.5 * errors["eager"], errors  # fp32 accumulation: no worse than eager

@@ -163,3 +163,46 @@ def test_paged_prefill_attention_refuses_short_blocks():
     cache = torch.zeros(4, 16, 1, 64, dtype=BF16)
     with pytest.raises(RuntimeError, match="does not fit"):
         ops.paged_prefill_attention(torch.zeros(2, 1, 64, dtype=BF16), cache, cache, torch.tensor([0, 1]), 40, True, 0.1)
+
+
+def test_silu_of_large_negative_gates_is_zero_not_the_gate():
+    gate_up = torch.tensor([[-100.0, -89.5, 50.0, 0.0] * 2 + [2.0] * 8], dtype=BF16)
+    out = ops.silu_mul(gate_up).float()[0]
+    want = torch.nn.functional.silu(gate_up[0, :8].double()) * 2.0
+    assert torch.allclose(out.double(), want, atol=1e-3), out
+
+
+def test_nan_scores_propagate():
+    k = torch.randn(2, 16, 1, 64, dtype=BF16)
+    k[0, 3] = float("nan")
+    q = torch.randn(1, 1, 64, dtype=BF16)
+    out, _ = ops.paged_decode_attention(q, k, k.clone(), torch.tensor([[0]], dtype=torch.int32),
+                                        torch.tensor([16], dtype=torch.int32), 0.125)
+    assert torch.isnan(out).all()
+    out, _ = ops.paged_prefill_attention(q, k, k.clone(), torch.tensor([0]), 16, False, 0.125)
+    assert torch.isnan(out).all()
+
+
+def test_kernels_refuse_out_of_range_indices():
+    cache = torch.zeros(2, 16, 1, 64, dtype=BF16)
+    qkv = torch.zeros(1, 3 * 64, dtype=BF16)
+    cos_sin = torch.zeros(8, 64)
+    with pytest.raises(RuntimeError, match="slot out of range"):
+        ops.rope_write_kv(qkv, torch.tensor([0]), cos_sin, cache, cache.clone(), torch.tensor([32]), 1)
+    with pytest.raises(RuntimeError, match="position out of range"):
+        ops.rope_write_kv(qkv, torch.tensor([8]), cos_sin, cache, cache.clone(), torch.tensor([0]), 1)
+    q = torch.zeros(1, 1, 64, dtype=BF16)
+    with pytest.raises(RuntimeError, match="block id out of range"):
+        ops.paged_decode_attention(q, cache, cache, torch.tensor([[5]], dtype=torch.int32),
+                                   torch.tensor([3], dtype=torch.int32), 0.125)
+    with pytest.raises(RuntimeError, match="exceeds its block table"):
+        ops.paged_decode_attention(q, cache, cache, torch.tensor([[0]], dtype=torch.int32),
+                                   torch.tensor([17], dtype=torch.int32), 0.125)
+    with pytest.raises(RuntimeError, match="block id out of range"):
+        ops.paged_prefill_attention(q, cache, cache, torch.tensor([7]), 3, False, 0.125)
+
+
+def test_unsupported_shapes_keep_the_eager_path():
+    assert cpu_ops.supports_shape(576, 1536, 9, 3, 64)
+    assert not cpu_ops.supports_shape(576, 1536, 9, 3, 72)  # head_dim % 16
+    assert not cpu_ops.supports_shape(576, 1536, 32, 1, 64)  # 32 query heads per kv head
