@@ -163,10 +163,13 @@ void attend_range(const Problem& pb, int64_t b, const T* q_seq, int64_t t0, int6
   float* q = q_buf.data();  // [Hq, D], scaled
   for (int64_t e = 0; e < pb.Hq * D; ++e) q[e] = static_cast<float>(q_seq[e]) * pb.scale;
   const int32_t* table = pb.tables + b * pb.table_stride;
-  auto rows_at = [&](int64_t t, int64_t* slots) {
+  auto rows_at = [&](int64_t t, int64_t* slots) {  // cache row offsets of keys [t, t + CHUNK)
     int n = 0;
-    for (; n < CHUNK && t < t1; ++n, ++t)
-      slots[n] = (static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size) * row_stride;
+    int64_t block = t / s.block_size, offset = t % s.block_size;  // one division per chunk
+    for (; n < CHUNK && t < t1; ++n, ++t) {
+      slots[n] = (static_cast<int64_t>(table[block]) * s.block_size + offset) * row_stride;
+      if (++offset == s.block_size) offset = 0, ++block;
+    }
     return n;
   };
   for (int64_t r = 0; r < pb.R; ++r) {
