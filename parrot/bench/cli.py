@@ -45,6 +45,9 @@ def add_apps_parser(bench_subparsers: argparse._SubParsersAction,
     g.add_argument("--baseline-model", help="model name for --baseline-url (default: its "
                    "first /v1/models entry)")
     g.add_argument("--model", help="model of the servers started (default: embedded SmolLM2)")
+    g.add_argument("--rtt-ms", type=float, default=0.0, metavar="N",
+                   help="emulated network round trip between the clients and every server "
+                   "(a delaying proxy on loopback: N/2 ms each way, every mode alike)")
     g.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     g.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="extra `parrot serve` argument for started servers (repeatable), "
@@ -78,12 +81,12 @@ def cmd_apps(args: argparse.Namespace) -> int:
     options = Options(modes=modes, repeats=args.repeats or (1 if args.smoke else 3),
                       url=args.url, baseline_url=args.baseline_url,
                       baseline_model=args.baseline_model, dtype=args.dtype, model=args.model,
-                      serve_args=list(args.serve_arg))
+                      serve_args=list(args.serve_arg), rtt_ms=args.rtt_ms)
     meta = machine_info()
     started = time.time()
     results = run(workloads, options)
     meta.update(wall_seconds=round(time.time() - started, 1), loadavg_end=os.getloadavg(),
-                repeats=options.repeats, modes=list(modes), dtype=args.dtype,
+                repeats=options.repeats, modes=list(modes), dtype=args.dtype, rtt_ms=args.rtt_ms,
                 scale=args.scale, smoke=args.smoke)
     summary = report.summarize(workloads, results)
     tables = f"{report.table(summary)}\n\n{report.latency_table(summary)}\n"

@@ -24,6 +24,7 @@ from typing import Any
 
 from parrot.bench import servers
 from parrot.bench.baseline_runtime import BaselineRuntime
+from parrot.bench.latency_proxy import LatencyProxy
 from parrot.bench.parrot_runtime import ParrotRuntime
 from parrot.bench.runtime import Clock, Sample
 from parrot.bench.workload import Workload
@@ -44,6 +45,7 @@ class Options:
     serve_args: list[str] = field(default_factory=list)
     log_dir: Path | None = None
     progress: bool = True
+    rtt_ms: float = 0.0  # emulated client-server round trip (a LatencyProxy per server)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Target:
     prefix_caching: bool  # of the server to start (when url is None)
     pid: int | None = None  # of a started server (for its CPU time)
     model: str | None = None
+    client_url: str | None = None  # where the workload's clients connect (a proxy with --rtt-ms)
 
 
 @dataclass
@@ -117,6 +120,10 @@ async def run_all(workloads: list[Workload], options: Options) -> list[RunResult
             stack.enter_context(_server(target, options, bar))
             target.model = options.baseline_model or await servers.served_model(http, target.url)
             await servers.warm_up(http, target.url, target.model, native=PARROT in target.modes)
+            target.client_url = target.url
+            if options.rtt_ms > 0:
+                proxy = await stack.enter_async_context(LatencyProxy(target.url, options.rtt_ms / 1000))
+                target.client_url = proxy.url
         for workload in workloads:
             for repeat in range(options.repeats):
                 for mode in run_order(modes, repeat):
@@ -137,8 +144,9 @@ async def run_once(workload: Workload, mode: str, repeat: int, target: Target,
     before = await servers.wait_idle(http, url)
     cpu_before = servers.cpu_seconds(target.pid)
     clock = Clock()
-    runtime = ParrotRuntime(url, clock) if mode == PARROT else \
-        BaselineRuntime(url, mode, clock, http, target.model)
+    client_url = target.client_url or url  # counters and idle checks go to the server directly
+    runtime = ParrotRuntime(client_url, clock) if mode == PARROT else \
+        BaselineRuntime(client_url, mode, clock, http, target.model)
     start = time.perf_counter()
     await workload.run(runtime, tag)
     seconds = time.perf_counter() - start
