@@ -32,6 +32,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-token-budget", type=int,
                    help="step budget of other work's prefills while latency-critical work runs")
     g.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    g.add_argument("--latency-step-factor", type=float, metavar="X",
+                   help="while latency-critical work runs, other work's prefills may grow a step "
+                   "to X times the predicted step of the latency work alone (default 1.5)")
     g.add_argument("--quantization", choices=("int8",),
                    help="int8: int8 weight-only decode projections (CPU bf16; faster decode, "
                    "outputs differ slightly)")
@@ -58,6 +61,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
         "latency_token_budget": getattr(args, "latency_token_budget", None),
+        "latency_step_factor": getattr(args, "latency_step_factor", None),
         "quantization": getattr(args, "quantization", None),
         "cascade_min_saved_tokens": getattr(args, "cascade_min_saved_tokens", None),
         "linear_kernel": getattr(args, "linear_kernel", None),

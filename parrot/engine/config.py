@@ -22,7 +22,10 @@ class EngineConfig:
     # CPU a step's fixed cost (~27 ms) dwarfs a prefill token's (~0.33 ms), so a small cap
     # only adds steps: mixed chat + map-reduce measured chat 2.04 s / jobs 4.09 s at 64,
     # 1.85 s / 3.50 s at 512. On a GPU a smaller cap keeps latency-critical steps short.
-    latency_token_budget: int = 512
+    latency_token_budget: int = 512  # until the step-cost model is warm (a few steps)
+    # While latency-critical work runs, a step may take this many times the predicted step
+    # of the latency work alone; other work's prefill chunks fill the difference.
+    latency_step_factor: float = 1.5
     max_num_seqs: int = 64
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_prefix_caching: bool = True
@@ -48,6 +51,8 @@ class EngineConfig:
             raise ValueError(f"linear_kernel must be one of {LINEAR_KERNELS}, got {self.linear_kernel!r}")
         if self.cascade_min_saved_tokens is not None and self.cascade_min_saved_tokens < 0:
             raise ValueError(f"cascade_min_saved_tokens must be >= 0, got {self.cascade_min_saved_tokens}")
+        if self.latency_step_factor < 1.0:
+            raise ValueError(f"latency_step_factor must be >= 1, got {self.latency_step_factor}")
         if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ValueError("block_size, max_num_batched_tokens and max_num_seqs must be positive")
 

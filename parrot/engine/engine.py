@@ -225,10 +225,13 @@ class Engine:
         rows = [self._sampling_row(s.request) for s in plan.seqs if s.sample]
         inp = self.runner.build_input(plan, rows)
         self._in_flight = {s.request.ctx.context_id for s in plan.seqs}
+        features = self.scheduler.step_features(plan)
         start = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            tokens = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.runner.execute, inp)
+            self.scheduler.cost.observe(features, time.perf_counter() - start)
+            return tokens
         except Exception as e:  # a failing step fails its requests, never the loop
             log.exception("engine step failed")
             for s in plan.seqs:

@@ -3,8 +3,10 @@
 All policy lives here; block mechanics live in ContextTree/BlockManager.
 Order: running requests by (priority, arrival), then waiting ones. Decodes take
 one token each; prefills are chunked under the step's token budget. While
-latency-critical work runs, other work's prefill chunks share a small budget so
-the latency-critical decode steps stay short. Admission never overcommits the
+latency-critical work runs, other work's prefill chunks get what fits in time: the
+step-cost model (fitted as the engine runs) predicts the step of the latency work
+alone, and other prefills may grow the step to `latency_step_factor` times that
+(before the model is warm: `latency_token_budget` tokens). Admission never overcommits the
 pool; when a running request needs a block and none is free, the lowest-priority,
 latest request is preempted (its blocks released, recomputed later).
 """
@@ -17,6 +19,7 @@ from parrot.engine.config import EngineConfig
 from parrot.engine.context import Context, ContextTree
 from parrot.engine.request import Request, Status
 from parrot.engine.sampling_params import Priority
+from parrot.engine.step_cost import StepCostModel, StepFeatures
 
 
 @dataclass
@@ -46,6 +49,8 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0
         self.num_idle_releases = 0
+        self.cost = StepCostModel()  # the engine feeds it every step's time (`observe_step`)
+        self.last_background_budget: int | None = None  # for tests and stats
 
     def add(self, req: Request) -> None:
         bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
@@ -65,7 +70,7 @@ class Scheduler:
 
     def schedule(self) -> StepPlan:
         plan = StepPlan()
-        budget = _Budget(self.config, self._latency_active())
+        budget = _Budget(self.config, self._background_budget())
         self.running.sort(key=lambda r: r.sort_key)
         for req in list(self.running):
             if req.status is Status.RUNNING:
@@ -79,6 +84,30 @@ class Scheduler:
 
     def _latency_active(self) -> bool:
         return any(r.priority == Priority.LATENCY for r in self.running + self.waiting[:1])
+
+    def _background_budget(self) -> int:
+        """Prefill tokens other work may take this step (latency work is never capped)."""
+        total = self.config.max_num_batched_tokens
+        if not self._latency_active():
+            budget = total
+        elif not self.cost.is_warm:
+            budget = self.config.latency_token_budget
+        else:
+            decodes = [r for r in self.running if r.is_decoding]
+            latency = [r for r in self.running + self.waiting[:1] if r.priority == Priority.LATENCY]
+            alone = _features([r for r in decodes if r.priority == Priority.LATENCY],
+                              sum(min(r.ctx.num_pending, total) for r in latency if not r.is_decoding))
+            with_others = _features(decodes, alone.num_prefill_tokens)
+            target = self.config.latency_step_factor * self.cost.predict(alone)
+            # at least a block a step: throughput work always progresses
+            budget = max(self.config.block_size, self.cost.prefill_tokens_within(with_others, target))
+        self.last_background_budget = min(budget, total)
+        return self.last_background_budget
+
+    def step_features(self, plan: StepPlan) -> StepFeatures:
+        """What the cost model sees of a planned step (read before it runs)."""
+        decodes = [s.request for s in plan.seqs if s.request.is_decoding]
+        return _features(decodes, sum(s.num_new for s in plan.seqs if not s.request.is_decoding))
 
     def _schedule_running(self, req: Request, plan: StepPlan, budget: "_Budget") -> None:
         n = budget.grant(req, req.ctx.num_pending)
@@ -154,12 +183,16 @@ class Scheduler:
         self.add(req)
 
 
-class _Budget:
-    """Tokens left in this step; non-latency prefills share a small cap while latency work runs."""
+def _features(decodes: list[Request], num_prefill_tokens: int) -> StepFeatures:
+    return StepFeatures(num_prefill_tokens, len(decodes), sum(r.ctx.num_tokens for r in decodes))
 
-    def __init__(self, config: EngineConfig, latency_active: bool):
+
+class _Budget:
+    """Tokens left in this step; non-latency prefills share `background` tokens of it."""
+
+    def __init__(self, config: EngineConfig, background: int):
         self.total = config.max_num_batched_tokens
-        self.background = config.latency_token_budget if latency_active else self.total
+        self.background = background
 
     def grant(self, req: Request, want: int) -> int:
         if want <= 1 or req.priority == Priority.LATENCY:

@@ -1,0 +1,65 @@
+"""An online model of what an engine step costs on this machine, fitted as it runs.
+
+    seconds ~ fixed + per_prefill_token * prefill tokens + per_decode_seq * decode sequences
+              + per_cached_token * KV tokens the decodes attend to
+
+fitted by recursive least squares with forgetting (recent steps weigh more, so the model
+follows a machine whose speed drifts). The scheduler asks it how many prefill tokens of
+throughput work fit next to latency-critical decodes within a step-time target.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+# Feature scales: keep the fitted coefficients of similar magnitude (numerically stable).
+_SCALE = (1.0, 1 / 256, 1 / 16, 1 / 16384)
+
+
+class StepFeatures(NamedTuple):
+    num_prefill_tokens: int
+    num_decode_seqs: int
+    num_cached_tokens: int  # sum of the decodes' KV lengths
+
+    def vector(self) -> torch.Tensor:
+        raw = (1.0, self.num_prefill_tokens, self.num_decode_seqs, self.num_cached_tokens)
+        return torch.tensor([v * s for v, s in zip(raw, _SCALE)], dtype=torch.float64)
+
+
+class StepCostModel:
+    MIN_OBSERVATIONS = 8  # before this many steps, `is_warm` is False and callers use a fallback
+
+    def __init__(self, forgetting: float = 0.99) -> None:
+        self.forgetting = forgetting
+        self.theta = torch.zeros(4, dtype=torch.float64)  # seconds per scaled feature
+        self.p = torch.eye(4, dtype=torch.float64) * 1e3  # inverse information: a weak prior
+        self.num_observations = 0
+
+    @property
+    def is_warm(self) -> bool:
+        return self.num_observations >= self.MIN_OBSERVATIONS
+
+    def observe(self, features: StepFeatures, seconds: float) -> None:
+        x = features.vector()
+        px = self.p @ x
+        gain = px / (self.forgetting + x @ px)
+        self.theta += gain * (seconds - x @ self.theta)
+        self.p = (self.p - torch.outer(gain, px)) / self.forgetting
+        self.num_observations += 1
+
+    def predict(self, features: StepFeatures) -> float:
+        return float(features.vector() @ self.theta)
+
+    @property
+    def per_prefill_token(self) -> float:
+        return float(self.theta[1] * _SCALE[1])
+
+    def prefill_tokens_within(self, base: StepFeatures, target_s: float) -> int:
+        """Most prefill tokens to add to `base` while the step stays within `target_s`
+        (0 if base alone reaches it, or if the fit gives prefill no positive cost)."""
+        slack = target_s - self.predict(base)
+        per_token = self.per_prefill_token
+        if slack <= 0 or per_token <= 0:
+            return 0
+        return int(slack / per_token)
