@@ -4,8 +4,10 @@
               + per_cached_token * KV tokens the decodes attend to
 
 fitted by recursive least squares with forgetting (recent steps weigh more, so the model
-follows a machine whose speed drifts). The scheduler asks it how many prefill tokens of
-throughput work fit next to latency-critical decodes within a step-time target.
+follows a machine whose speed drifts). Every cost is physical, so predictions use the
+coefficients clamped at 0 (a noisy early fit can give one a negative sign). The scheduler
+asks it how many prefill tokens of throughput work fit next to latency-critical decodes
+within a step-time target.
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ class StepFeatures(NamedTuple):
 
 
 class StepCostModel:
-    MIN_OBSERVATIONS = 8  # before this many steps, `is_warm` is False and callers use a fallback
+    MIN_OBSERVATIONS = 32  # before this many steps, `is_warm` is False and callers use a fallback
 
-    def __init__(self, forgetting: float = 0.99) -> None:
+    def __init__(self, forgetting: float = 0.995) -> None:
         self.forgetting = forgetting
         self.theta = torch.zeros(4, dtype=torch.float64)  # seconds per scaled feature
         self.p = torch.eye(4, dtype=torch.float64) * 1e3  # inverse information: a weak prior
@@ -49,11 +51,11 @@ class StepCostModel:
         self.num_observations += 1
 
     def predict(self, features: StepFeatures) -> float:
-        return float(features.vector() @ self.theta)
+        return float(features.vector() @ self.theta.clamp(min=0.0))
 
     @property
     def per_prefill_token(self) -> float:
-        return float(self.theta[1] * _SCALE[1])
+        return max(0.0, float(self.theta[1] * _SCALE[1]))
 
     def prefill_tokens_within(self, base: StepFeatures, target_s: float) -> int:
         """Most prefill tokens to add to `base` while the step stays within `target_s`
