@@ -22,7 +22,7 @@ from parrot.engine.detokenizer import IncrementalDetokenizer
 from parrot.engine.loader import LoadedModel, load
 from parrot.engine.model_runner import ModelRunner
 from parrot.engine.request import Request, Status
-from parrot.engine.sampler import SamplingRow
+from parrot.engine.sampler import Penalties, SamplingRow
 from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams, Usage
 from parrot.engine.scheduler import Scheduler, StepPlan
 from parrot.engine.stats import EngineStats, StepTimes
@@ -246,7 +246,8 @@ class Engine:
         banned = []
         if req.num_generated < sp.min_tokens:
             banned = list(self.eos_token_ids | set(sp.stop_token_ids))
-        return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned)
+        penalties = Penalties.of(sp, req.ctx.token_ids, req.num_prompt_tokens)
+        return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned, penalties)
 
     def _postprocess(self, plan: StepPlan, tokens: list[int]) -> None:
         """Apply a step's results: commit the computed tokens, hand out the sampled ones."""

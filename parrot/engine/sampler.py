@@ -1,12 +1,37 @@
-"""Turn last-position logits into next tokens: greedy, temperature, top-k, top-p, seeds."""
+"""Turn last-position logits into next tokens: penalties, greedy, temperature, top-k/p, seeds."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
+from parrot.engine.sampling_params import SamplingParams
 
 MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logits / t would overflow to inf
+MAX_PENALIZED_LOGIT = 1e30  # a tiny repetition_penalty may not overflow a logit to inf (NaN probs)
+
+
+class Penalties(NamedTuple):
+    """vLLM's penalties of one row, and the tokens they count."""
+
+    presence: float  # subtracted once from every token in the output
+    frequency: float  # subtracted once per occurrence in the output
+    repetition: float  # divides positive, multiplies negative logits of prompt and output tokens
+    prompt_token_ids: list[int]  # empty when repetition is 1 (nothing reads them)
+    output_token_ids: list[int]
+
+    @classmethod
+    def of(cls, sp: SamplingParams, token_ids: list[int],
+           num_prompt_tokens: int) -> Penalties | None:
+        """The penalties of `sp` over a context whose first `num_prompt_tokens` are the prompt
+        and the rest generated; None when none applies (the row then costs nothing)."""
+        if not sp.has_penalties:
+            return None
+        prompt = token_ids[:num_prompt_tokens] if sp.repetition_penalty != 1.0 else []
+        return cls(sp.presence_penalty, sp.frequency_penalty, sp.repetition_penalty,
+                   prompt, token_ids[num_prompt_tokens:])
 
 
 @dataclass
@@ -18,6 +43,7 @@ class SamplingRow:
     top_p: float
     generator: torch.Generator | None  # per-request, seeded: same seed, same output
     banned_token_ids: list[int]  # e.g. EOS before min_tokens
+    penalties: Penalties | None = None
 
 
 def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
@@ -25,11 +51,45 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
     for i, row in enumerate(rows):
         if row.banned_token_ids:
             logits[i, row.banned_token_ids] = float("-inf")
+    apply_penalties(logits, rows)  # greedy rows too, as in vLLM
     out = logits.argmax(dim=-1).tolist()
     for i, row in enumerate(rows):
         if row.temperature >= MIN_TEMPERATURE and row.top_k != 1:
             out[i] = _sample_row(logits[i], row)
     return out
+
+
+def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+    """Penalize `logits` in place, in vLLM's order: repetition over prompt and output
+    tokens, then frequency, then presence over output tokens. Rows without penalties are
+    not touched."""
+    # logits: [B, vocab]
+    idx = [i for i, row in enumerate(rows) if row.penalties is not None]
+    if not idx:
+        return
+    pens = [rows[i].penalties for i in idx]
+    vocab = logits.shape[1]
+    sub = logits[idx]  # [P, vocab], a copy
+    counts = _bin_counts([p.output_token_ids for p in pens], vocab)  # [P, vocab]
+    repetition = torch.tensor([p.repetition for p in pens])[:, None]  # [P, 1]
+    repetition.clamp_(min=torch.finfo(torch.float32).tiny)  # 5e-324 is 0 in float32: -inf * 0
+    if (repetition != 1.0).any():
+        seen = (_bin_counts([p.prompt_token_ids for p in pens], vocab) > 0) | (counts > 0)
+        repetition = torch.where(seen, repetition, 1.0)  # [P, vocab]
+        sub = torch.where(sub > 0, sub / repetition, sub * repetition)
+        sub.clamp_(max=MAX_PENALIZED_LOGIT)
+    sub -= torch.tensor([p.frequency for p in pens])[:, None] * counts
+    sub -= torch.tensor([p.presence for p in pens])[:, None] * (counts > 0)
+    logits[idx] = sub
+
+
+def _bin_counts(token_lists: list[list[int]], vocab: int) -> torch.Tensor:
+    # -> [len(token_lists), vocab] float32: how often each token occurs in each list
+    ids = pad_sequence([torch.tensor(t, dtype=torch.long) for t in token_lists],
+                       batch_first=True, padding_value=vocab)  # vocab: a spare column
+    counts = torch.zeros(len(token_lists), vocab + 1)
+    counts.scatter_add_(1, ids, torch.ones(ids.shape))
+    return counts[:, :vocab]
 
 
 def _sample_row(logits: torch.Tensor, row: SamplingRow) -> int:

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.Generator.manual_seed takes
+PENALTIES = ("presence_penalty", "frequency_penalty", "repetition_penalty")
 MAX_STOP_STRINGS, MAX_STOP_CHARS, MAX_STOP_TOKEN_IDS = 16, 512, 64  # each token scans them
 
 
@@ -29,6 +30,9 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     min_tokens: int = 0
+    presence_penalty: float = 0.0  # vLLM's penalties: see sampler.Penalties
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # 1 is off
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -41,9 +45,15 @@ class SamplingParams:
         """Raise ValueError naming the field for out-of-range or mistyped values."""
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        for name in ("temperature", "top_p"):
+        for name in ("temperature", "top_p", *PENALTIES):
             if not _is_number(getattr(self, name)):
                 raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)!r}")
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise ValueError(f"repetition_penalty must be in (0, 2], "
+                             f"got {self.repetition_penalty!r}")
         if not 0.0 <= self.temperature <= 100.0:
             raise ValueError(f"temperature must be in [0, 100], got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
@@ -70,6 +80,11 @@ class SamplingParams:
     @property
     def is_greedy(self) -> bool:
         return self.temperature < 1e-5 or self.top_k == 1  # as the sampler decides
+
+    @property
+    def has_penalties(self) -> bool:
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+                or self.repetition_penalty != 1.0)
 
 
 def _is_int(value: object) -> bool:

@@ -12,8 +12,9 @@
 Placeholders `{{input:x}}` are the function's inputs, `{{output:y}}` its outputs; each output is
 generated in the same context, after the text before it. Decorator keywords are the sampling
 settings of every output (`max_tokens`, `temperature`, `top_p`, `top_k`, `seed`, `stop`,
-`stop_token_ids`, `ignore_eos`, `min_tokens`); `outputs={name: P.Output(...)}` overrides them
-per output; `eager=True` runs the call even if nothing downstream is ever fetched.
+`stop_token_ids`, `ignore_eos`, `min_tokens`, `presence_penalty`, `frequency_penalty`,
+`repetition_penalty`); `outputs={name: P.Output(...)}` overrides them per output;
+`eager=True` runs the call even if nothing downstream is ever fetched.
 
 Calling binds arguments to inputs (positionally in signature order, or by name): a
 `SemanticVariable` becomes a graph edge, anything else is rendered as constant text (`str()`).

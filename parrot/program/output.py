@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-                   "stop_token_ids", "ignore_eos", "min_tokens")
+                   "stop_token_ids", "ignore_eos", "min_tokens", "presence_penalty",
+                   "frequency_penalty", "repetition_penalty")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Output:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool | None = None
     min_tokens: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -2,7 +2,8 @@
 
 Each parser turns a JSON body into a typed request or raises ApiError naming the
 field. Unknown fields are ignored; fields whose meaning the server cannot honour
-(logprobs, tools, echo, ...) are refused rather than silently dropped.
+(logprobs, tools, echo, ...) are refused rather than silently dropped. Sampling follows
+vLLM: its extensions (top_k, min_tokens, repetition_penalty, ...) are read too.
 """
 from __future__ import annotations
 
@@ -75,8 +76,6 @@ def _parse_options(f: Fields, tokens_field: str, max_n: int) -> GenerationOption
     if f.integer("best_of", n, lo=1) != n:
         raise ApiError("'best_of' must equal 'n' (ranking choices is not supported)",
                        param="best_of")
-    for name in ("presence_penalty", "frequency_penalty"):  # accepted, not applied
-        f.number(name, 0.0, lo=-2.0, hi=2.0)
     stream = f.boolean("stream")
     include_usage = Fields(f.object("stream_options")).boolean("include_usage")
     max_tokens = f.integer(tokens_field, lo=1)
@@ -99,6 +98,9 @@ def _parse_sampling(f: Fields, max_tokens: int) -> SamplingParams:
             stop_token_ids=f.int_list("stop_token_ids"),
             ignore_eos=f.boolean("ignore_eos"),
             min_tokens=f.integer("min_tokens", 0, lo=0),
+            presence_penalty=f.number("presence_penalty", 0.0, lo=-2.0, hi=2.0),
+            frequency_penalty=f.number("frequency_penalty", 0.0, lo=-2.0, hi=2.0),
+            repetition_penalty=f.number("repetition_penalty", 1.0),  # vLLM's; (0, 2] checked there
         )
     except ValueError as e:
         raise _sampling_error(e) from None

@@ -29,14 +29,15 @@ SAMPLING: Schema = {  # fields shared by both OpenAI endpoints (and native `samp
     "stop_token_ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
     "ignore_eos": {"type": "boolean"},
     "min_tokens": {"type": "integer", "minimum": 0},
+    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
 }
 OPENAI_COMMON: Schema = {
     "model": {"type": "string"},
     "n": {"type": "integer", "minimum": 1, "maximum": 64},
     "stream": {"type": "boolean"},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
-    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
     "max_tokens": {"type": "integer", "minimum": 1},
     **SAMPLING,
 }

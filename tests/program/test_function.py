@@ -25,6 +25,14 @@ def test_definition_reads_template_and_settings():
     assert write.__doc__.startswith("Write about")  # still a normal function object
 
 
+def test_penalties_are_sampling_settings():
+    @P.semantic_function(frequency_penalty=1.5, outputs={"b": P.Output(repetition_penalty=1.2)})
+    def f(x, a, b):
+        """{{input:x}} {{output:a}} {{output:b}}"""
+    assert f.sampling["a"].to_json() == {"frequency_penalty": 1.5}
+    assert f.sampling["b"].to_json() == {"frequency_penalty": 1.5, "repetition_penalty": 1.2}
+
+
 def test_bind_positional_keyword_and_default():
     @P.semantic_function
     def f(a, b="dflt", out=None):

@@ -114,6 +114,20 @@ def test_stop_strings(client):
     assert r.choices[0].finish_reason == "stop"
 
 
+def test_frequency_penalty_breaks_a_greedy_repetition(client):
+    kw = dict(model=MODEL, prompt="Repeat after me: hello hello hello hello", max_tokens=16,
+              temperature=0, extra_body={"ignore_eos": True})
+    plain = client.completions.create(**kw).choices[0].text
+    assert plain == " hello" * 16  # greedy decoding repeats the word
+    penalized = client.completions.create(**kw, frequency_penalty=2.0).choices[0].text
+    assert penalized.count("hello") < 4  # each repeat costs 2 more: the loop breaks
+    assert client.completions.create(**kw).choices[0].text == plain  # no state leaks
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2,
+                                       extra_body={"repetition_penalty": 0})
+    assert info.value.body["param"] == "repetition_penalty"
+
+
 def test_shared_prompt_hits_the_prefix_cache(client, parrot_server):
     system = f"[{uuid.uuid4()}] You are a terse assistant. " + "Follow the rules. " * 60
     stats = lambda: get_json(parrot_server + "/v1/parrot/engine_stats")  # noqa: E731

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from parrot.manager.call_spec import sampling_params
+from parrot.manager.errors import BadRequest
 from parrot.server.errors import ApiError
 from parrot.server.openai_protocol import parse_chat_request, parse_completion_request
 from parrot.server.prompts import fit_max_tokens
@@ -45,6 +47,28 @@ def test_sampling_fields_are_read():
     assert opts.n == 2 and opts.stream and opts.include_usage
 
 
+def test_penalties_are_read():
+    assert completion().options.sampling_for(4, 0).has_penalties is False
+    s = chat(presence_penalty=-1, frequency_penalty=2, repetition_penalty=1.3).options \
+        .sampling_for(4, choice=1)
+    assert (s.presence_penalty, s.frequency_penalty, s.repetition_penalty) == (-1.0, 2.0, 1.3)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.5])
+def test_repetition_penalty_must_be_positive(value):
+    err = assert_rejects(chat, "repetition_penalty", repetition_penalty=value)
+    assert "(0, 2]" in err.message
+
+
+def test_native_sampling_reads_the_penalties():
+    sp = sampling_params({"presence_penalty": 0.5, "frequency_penalty": -0.5,
+                          "repetition_penalty": 1.2}, "calls[0].outputs.y.sampling")
+    assert (sp.presence_penalty, sp.frequency_penalty, sp.repetition_penalty) == (0.5, -0.5, 1.2)
+    with pytest.raises(BadRequest) as info:
+        sampling_params({"repetition_penalty": 0}, "calls[0].outputs.y.sampling")
+    assert info.value.status == 400 and "repetition_penalty" in str(info.value)
+
+
 def test_prompt_forms():
     assert completion(prompt=[1, 2, 3]).prompts == [[1, 2, 3]]
     assert completion(prompt=["a", [4]]).prompts == ["a", [4]]
@@ -62,6 +86,9 @@ def test_bad_prompts(prompt):
     ("stop", 3), ("stop", ["a", 1]), ("stop", ["s"] * 17), ("stream", "yes"),
     ("stop_token_ids", [-1]), ("ignore_eos", 1), ("min_tokens", -1), ("model", 3),
     ("best_of", 3), ("presence_penalty", 3), ("stream_options", "usage"),
+    ("presence_penalty", -2.5), ("presence_penalty", "x"), ("frequency_penalty", 2.01),
+    ("frequency_penalty", -3), ("repetition_penalty", 0), ("repetition_penalty", -1),
+    ("repetition_penalty", 2.5), ("repetition_penalty", "x"),
     ("logprobs", 2), ("echo", True), ("response_format", {"type": "json_object"}),
 ])
 def test_bad_fields_name_the_field(field, value):
