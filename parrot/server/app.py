@@ -40,10 +40,11 @@ def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web
                      middlewares.errors, middlewares.api_key])
     app[ENGINES] = list(engines)
     app[CONFIG] = config
-    app[METRICS] = ServerMetrics()
+    app[METRICS] = ServerMetrics(openai_api.served_model(app, None), engines[0].max_model_len)
     app[IN_FLIGHT] = set()
     app.on_shutdown.append(drain_in_flight)
     app.cleanup_ctx.append(manager_lifetime)
+    app.cleanup_ctx.append(metrics_lifetime)  # after the manager: it reads the manager
     add_routes(app)
     if config.enable_test_hooks:
         fault_hooks.add_test_hooks(app)
@@ -71,6 +72,13 @@ async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await manager.close()
+
+
+async def metrics_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """While the app runs, /metrics reads its engines and manager and times engine queues;
+    the engines outlive the app, so their observers are removed again."""
+    with app[METRICS].watching(app[ENGINES], app[MANAGER]):
+        yield
 
 
 async def drain_in_flight(app: web.Application) -> None:

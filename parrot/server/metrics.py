@@ -1,157 +1,184 @@
-"""A tiny Prometheus text-format registry and the server's own measurements.
+"""The app's Prometheus metrics (prometheus-client), named and labelled like vLLM's.
 
-Engine counters and gauges are read from `engine.stats()` at scrape time; the
-latency histograms (time to first token, inter-token, end-to-end) are measured
-here, around the stream of chunks a request receives.
+Each app has its own `CollectorRegistry` (tests run several apps in one process), holding:
+- what the server measures around each OpenAI request's stream of chunks (`timed`): choices
+  finished by reason, prompt and generation tokens, time to first token, inter-token and
+  end-to-end latency;
+- engine queue times, from a step observer on each engine (`QueueTimer`);
+- what is read at scrape time from the engines and the manager (`StateCollector`);
+- prometheus-client's process, platform and GC metrics.
+Every `parrot:` series carries `model_name` (the served model name). docs/metrics.md lists them.
 """
 from __future__ import annotations
 
-import bisect
 import time
-from contextlib import aclosing
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from typing import Any
 
-LabelKey = tuple[tuple[str, str], ...]
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75,
-                   1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
-
-# (EngineStats field, metric name, type, help)
-ENGINE_STATS = (
-    ("num_prefill_tokens", "parrot_prefill_tokens_total", "counter",
-     "Prompt tokens computed by prefill."),
-    ("num_decode_tokens", "parrot_decode_tokens_total", "counter", "Tokens decoded."),
-    ("num_cached_tokens", "parrot_prefix_cache_hit_tokens_total", "counter",
-     "Prompt tokens served from the prefix cache or a fork instead of recomputed."),
-    ("num_preemptions", "parrot_preemptions_total", "counter",
-     "Requests preempted (KV freed, recomputed later)."),
-    ("num_steps", "parrot_engine_steps_total", "counter", "Engine steps run."),
-    ("num_cascade_steps", "parrot_engine_cascade_steps_total", "counter",
-     "Engine steps that read a shared prefix once per group (cascade attention)."),
-    ("num_running", "parrot_requests_running", "gauge", "Requests in the running batch."),
-    ("num_waiting", "parrot_requests_waiting", "gauge", "Requests waiting to be scheduled."),
-    ("num_blocks", "parrot_kv_blocks", "gauge", "KV cache blocks in the pool."),
-    ("num_used_blocks", "parrot_kv_blocks_used", "gauge", "KV blocks referenced by contexts."),
-    ("num_free_blocks", "parrot_kv_blocks_free", "gauge", "KV blocks free (including cached)."),
-    ("num_cached_blocks", "parrot_kv_blocks_cached", "gauge",
-     "Unreferenced KV blocks kept for prefix reuse."),
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
 )
 
+from parrot.engine.sampling_params import GenerationChunk
+from parrot.server.generation import ChoiceChunk
+from parrot.server.queue_timer import QueueTimer
+from parrot.server.state_collector import StateCollector
 
-def _labels(labels: dict[str, Any]) -> LabelKey:
-    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
+# vLLM's buckets, so dashboards built for vLLM read Parrot's histograms the same way.
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+               7.5, 10.0, 20.0, 40.0, 80.0)
+REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+                   60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 
-def _format_labels(key: LabelKey, extra: str = "") -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in key]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if value != int(value) else str(int(value))
-
-
-class Metric:
-    """A counter or gauge: one value per label set."""
-
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        assert kind in ("counter", "gauge")
-        self.name, self.kind, self.help = name, kind, help_text
-        self._values: dict[LabelKey, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: Any) -> None:
-        key = _labels(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def set(self, value: float, **labels: Any) -> None:
-        self._values[_labels(labels)] = float(value)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        lines += [f"{self.name}{_format_labels(k)} {_number(v)}" for k, v in self._values.items()]
-        return lines
+# Counters only (no `_created` series), as vLLM exports them; this is prometheus-client's
+# one process-wide switch, and Parrot has no other registry.
+prometheus_client.disable_created_metrics()
 
 
-class Histogram:
-    """Cumulative-bucket histogram (no labels)."""
-
-    def __init__(self, name: str, help_text: str,
-                 buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = tuple(sorted(buckets))
-        self._counts = [0] * (len(self.buckets) + 1)  # last slot: above every bound
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        total = 0
-        for bound, n in zip(self.buckets, self._counts):
-            total += n
-            lines.append(f'{self.name}_bucket{{le="{_number(bound)}"}} {total}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines += [f"{self.name}_sum {_number(self.sum)}", f"{self.name}_count {self.count}"]
-        return lines
+def token_buckets(max_value: int) -> tuple[int, ...]:
+    """1, 2, 5, 10, 20, 50, ... up to `max_value` (vLLM's build_1_2_5_buckets)."""
+    buckets, exponent = [], 0
+    while True:
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10 ** exponent
+            if value > max_value:
+                return tuple(buckets)
+            buckets.append(value)
+        exponent += 1
 
 
 class ServerMetrics:
-    """Everything /metrics shows: server-measured metrics plus engine stats."""
+    """One app's registry and the metrics the server observes itself."""
 
-    def __init__(self) -> None:
-        self.requests = Metric("parrot_http_requests_total", "counter",
-                               "HTTP requests answered, by route and status.")
-        self.ttft = Histogram("parrot_time_to_first_token_seconds",
-                              "Time from request arrival to its first generated token.")
-        self.itl = Histogram("parrot_inter_token_latency_seconds",
-                             "Time between consecutive generated tokens of one choice.")
-        self.e2e = Histogram("parrot_e2e_request_latency_seconds",
-                             "Time from request arrival to its last token.")
-        self._engine = {name: Metric(name, kind, help_text)
-                        for _, name, kind, help_text in ENGINE_STATS}
+    def __init__(self, model_name: str, max_model_len: int) -> None:
+        self.model_name = model_name
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.http_requests = Counter(
+            "parrot:http_requests", "HTTP requests answered, by route and status.",
+            ["model_name", "route", "status"], registry=registry)
+        self.request_success = Counter(
+            "parrot:request_success", "Choices (generations) ended, by finish reason "
+            "(stop, length; abort: the client left; error: generation failed).",
+            ["model_name", "finished_reason"], registry=registry)
+        self.prompt_tokens = self._counter("parrot:prompt_tokens",
+                                           "Prompt tokens of requests handed to an engine.")
+        self.generation_tokens = self._counter("parrot:generation_tokens",
+                                               "Tokens generated for requests.")
+        self.request_prompt_tokens = self._histogram(
+            "parrot:request_prompt_tokens", "Prompt tokens per prompt.",
+            token_buckets(max_model_len))
+        self.request_generation_tokens = self._histogram(
+            "parrot:request_generation_tokens", "Tokens generated per choice.",
+            token_buckets(max_model_len))
+        self.ttft = self._histogram(
+            "parrot:time_to_first_token_seconds",
+            "Time from request arrival to its first generated token.", TTFT_BUCKETS)
+        self.itl = self._histogram(
+            "parrot:inter_token_latency_seconds",
+            "Time between consecutive generated tokens of one choice.", ITL_BUCKETS)
+        self.e2e = self._histogram(
+            "parrot:e2e_request_latency_seconds",
+            "Time from request arrival to its last token (requests that finished).",
+            REQUEST_BUCKETS)
+        self.queue_time = self._histogram(
+            "parrot:request_queue_time_seconds",
+            "Time an engine request (generation, or prompt fill) waited before its first "
+            "engine step.", REQUEST_BUCKETS)
 
-    def render(self, engine_stats: Sequence[Any]) -> str:
-        for index, stats in enumerate(engine_stats):
-            for field, name, _, _ in ENGINE_STATS:
-                value = getattr(stats, field, None)
-                if isinstance(value, (int, float)):
-                    self._engine[name].set(value, engine=index)
-        families = [self.requests, self.ttft, self.itl, self.e2e, *self._engine.values()]
-        return "\n".join(line for f in families for line in f.render()) + "\n"
+    def _counter(self, name: str, help_text: str) -> Any:
+        return Counter(name, help_text, ["model_name"],
+                       registry=self.registry).labels(self.model_name)
 
-    async def timed(self, stream: AsyncIterator[Any], started: float) -> AsyncIterator[Any]:
-        """Pass `(index, chunk)` items through, observing TTFT, inter-token and e2e times."""
-        clock = _TokenClock(self, started)
-        async with aclosing(stream):
-            async for item in stream:
-                index, chunk = item
-                clock.tick(index, len(chunk.token_ids))
-                yield item
-        self.e2e.observe(time.monotonic() - started)
+    def _histogram(self, name: str, help_text: str, buckets: Sequence[float]) -> Any:
+        return Histogram(name, help_text, ["model_name"], buckets=buckets,
+                         registry=self.registry).labels(self.model_name)
+
+    def count_http(self, route: str, status: int) -> None:
+        self.http_requests.labels(self.model_name, route, str(status)).inc()
+
+    def count_finished(self, reason: str, amount: int = 1) -> None:
+        self.request_success.labels(self.model_name, reason).inc(amount)
+
+    def render(self) -> bytes:
+        """The text exposition of everything in the registry (CONTENT_TYPE)."""
+        return generate_latest(self.registry)
+
+    @contextmanager
+    def watching(self, engines: list[Any], manager: Any) -> Iterator[None]:
+        """While inside: scrapes read `engines` and `manager`, and engine queues are timed."""
+        collector = StateCollector(self.model_name, engines, manager)
+        timers = [QueueTimer(engine, self.queue_time) for engine in engines]
+        self.registry.register(collector)
+        for timer in timers:
+            timer.attach()
+        try:
+            yield
+        finally:
+            for timer in timers:
+                timer.detach()
+            self.registry.unregister(collector)
+
+    async def timed(self, stream: AsyncIterator[ChoiceChunk], started: float,
+                    prompt_lengths: Sequence[int], n: int) -> AsyncIterator[ChoiceChunk]:
+        """Pass one request's chunks through, observing its tokens, latencies and endings.
+
+        `started`: its arrival (time.monotonic()); `prompt_lengths`: its prompts' tokens;
+        `n`: choices per prompt. Choices that never finished count as `abort` (the client
+        left, or the stream was closed) or `error` (the generation raised)."""
+        self.prompt_tokens.inc(sum(prompt_lengths))
+        for length in prompt_lengths:
+            self.request_prompt_tokens.observe(length)
+        clock = _RequestClock(self, started, len(prompt_lengths) * n)
+        ending = "abort"
+        try:
+            async with aclosing(stream):
+                async for item in stream:
+                    clock.tick(item.index, item.chunk)
+                    yield item
+            clock.finish()
+        except Exception:
+            ending = "error"
+            raise
+        finally:
+            if clock.num_unfinished:
+                self.count_finished(ending, clock.num_unfinished)
 
 
-class _TokenClock:
-    """Times the tokens of one request: the first one, then the gaps per choice."""
+class _RequestClock:
+    """Times and counts the tokens of one request: its first token, then each choice's gaps."""
 
-    def __init__(self, metrics: ServerMetrics, started: float) -> None:
+    def __init__(self, metrics: ServerMetrics, started: float, num_choices: int) -> None:
         self.metrics, self.started = metrics, started
+        self.num_unfinished = num_choices
         self.seen_first = False
-        self.last_at: dict[int, float] = {}
+        self.last_at: dict[int, float] = {}  # choice -> when its last token came
+        self.num_tokens: dict[int, int] = {}  # choice -> tokens so far
 
-    def tick(self, index: int, num_tokens: int) -> None:
-        if not num_tokens:
-            return
+    def tick(self, index: int, chunk: GenerationChunk) -> None:
+        num_tokens = len(chunk.token_ids)
+        if num_tokens:
+            self._time_tokens(index, num_tokens)
+        if chunk.finish_reason is not None:
+            self.metrics.count_finished(chunk.finish_reason)
+            self.metrics.request_generation_tokens.observe(self.num_tokens.get(index, 0))
+            self.num_unfinished -= 1
+
+    def _time_tokens(self, index: int, num_tokens: int) -> None:
         now = time.monotonic()
         if not self.seen_first:
             self.metrics.ttft.observe(now - self.started)
@@ -161,3 +188,9 @@ class _TokenClock:
             for _ in range(num_tokens):
                 self.metrics.itl.observe(gap)
         self.last_at[index] = now
+        self.num_tokens[index] = self.num_tokens.get(index, 0) + num_tokens
+        self.metrics.generation_tokens.inc(num_tokens)
+
+    def finish(self) -> None:
+        """The stream ended by itself: every choice finished."""
+        self.metrics.e2e.observe(time.monotonic() - self.started)

@@ -68,5 +68,5 @@ async def count_requests(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    request.app[METRICS].requests.inc(route=route, status=response.status)
+    request.app[METRICS].count_http(route, response.status)
     return response

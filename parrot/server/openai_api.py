@@ -100,7 +100,8 @@ async def _serve(request: web.Request, prompts: list[list[int]], options: Genera
         return options.sampling_for(max_tokens[prompt_index], choice)
 
     stream = request.app[METRICS].timed(
-        generate_choices(engine, prompts, options.n, sampling_for), started)
+        generate_choices(engine, prompts, options.n, sampling_for), started,
+        [len(p) for p in prompts], options.n)
     tally = Tally(len(prompts) * options.n, options.n)
     if options.stream:
         return await stream_sse(request, stream, shape, tally, options.include_usage)

@@ -8,8 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from parrot.server.keys import ENGINES, METRICS
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from parrot.server.metrics import CONTENT_TYPE
 
 
 async def health(request: web.Request) -> web.Response:
@@ -17,9 +16,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    stats = [engine.stats() for engine in request.app[ENGINES]]
-    return web.Response(body=request.app[METRICS].render(stats).encode(),
-                        headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+    """Prometheus text exposition: what the server measured, and the engines' and manager's
+    state read now (parrot/server/metrics.py; the names are in docs/metrics.md)."""
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE})
 
 
 async def engine_stats(request: web.Request) -> web.Response:

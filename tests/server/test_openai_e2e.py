@@ -9,6 +9,7 @@ import uuid
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.e2e
@@ -198,12 +199,32 @@ async def test_server_answers_during_a_long_prefill(aclient, parrot_server):
 
 
 def test_metrics_exposition(client, parrot_server):
-    client.completions.create(model=MODEL, prompt="Hi", max_tokens=3)
-    with urllib.request.urlopen(parrot_server + "/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
-    for name in ("parrot_time_to_first_token_seconds_count", "parrot_inter_token_latency_seconds_bucket",
-                 "parrot_e2e_request_latency_seconds_sum", 'parrot_prefill_tokens_total{engine="0"}',
-                 'parrot_kv_blocks_free{engine="0"}', 'parrot_requests_running{engine="0"}',
-                 'parrot_http_requests_total{route="/v1/completions",status="200"}'):
-        assert name in text, name
+    def scrape() -> dict:
+        with urllib.request.urlopen(parrot_server + "/metrics", timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def key(name: str, **labels: str) -> tuple:
+        return name, frozenset({"model_name": MODEL, **labels}.items())
+
+    before = scrape()
+    client.completions.create(model=MODEL, prompt=f"{uuid.uuid4()} Hi", max_tokens=3,
+                              extra_body={"ignore_eos": True})
+    after = scrape()
+    for name, labels, expected in [
+            ("parrot:request_success_total", {"finished_reason": "length"}, 1),
+            ("parrot:generation_tokens_total", {}, 3),
+            ("parrot:time_to_first_token_seconds_count", {}, 1),
+            ("parrot:inter_token_latency_seconds_count", {}, 2),
+            ("parrot:e2e_request_latency_seconds_count", {}, 1),
+            ("parrot:request_queue_time_seconds_count", {}, 1),
+            ("parrot:http_requests_total", {"route": "/v1/completions", "status": "200"}, 1)]:
+        k = key(name, **labels)
+        assert after[k] - before.get(k, 0) == expected, name
+    assert after[key("parrot:prefill_tokens_total", engine="0")] \
+        > before[key("parrot:prefill_tokens_total", engine="0")]
+    assert after[key("parrot:num_requests_running", engine="0")] == 0
+    assert 0 <= after[key("parrot:kv_cache_usage_perc", engine="0")] <= 1
+    assert after[("process_cpu_seconds_total", frozenset())] > 0
