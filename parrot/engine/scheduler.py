@@ -99,9 +99,10 @@ class Scheduler:
                               sum(min(r.ctx.num_pending, total) for r in latency if not r.is_decoding))
             with_others = _features(decodes, alone.num_prefill_tokens)
             target = self.config.latency_step_factor * self.cost.predict(alone)
-            # at least an eighth of a step: throughput work always progresses
-            floor = max(self.config.block_size, total // 8)
-            budget = max(floor, self.cost.prefill_tokens_within(with_others, target))
+            # at least a block a step: throughput work always progresses. (A floor of an
+            # eighth of the step measured worse on the mixed workload: chat p90 89 vs 66 ms
+            # per token, for jobs 15% faster.)
+            budget = max(self.config.block_size, self.cost.prefill_tokens_within(with_others, target))
         self.last_background_budget = min(budget, total)
         return self.last_background_budget
 

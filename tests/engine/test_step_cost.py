@@ -89,14 +89,14 @@ def test_throughput_prefill_sized_in_time_next_to_latency_decodes():
     assert step(sched)[job] > computed[job]
 
 
-def test_a_tight_target_still_moves_throughput_work_an_eighth_of_a_step():
+def test_a_tight_target_still_moves_throughput_work_a_block_a_step():
     sched = scheduler(512, max_num_batched_tokens=256, latency_step_factor=1.0)
     chat = submit(sched, "chat", 8, generate=True, priority=LATENCY)
     step(sched)
     warm(sched)
     job = submit(sched, "job", 100, priority=THROUGHPUT, arrival=1)
     computed = step(sched)
-    assert computed[chat] == 1 and computed[job] == 256 // 8
+    assert computed[chat] == 1 and computed[job] == sched.config.block_size
 
 
 def test_noisy_early_fits_never_predict_negative_costs():
