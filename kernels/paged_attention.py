@@ -85,13 +85,19 @@ def plan_paged(
     return PagedPlan(batch.num_tokens, decode, prefills, in_place)
 
 
-def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
+def _padded_tables(batch, seq_ids, block_size, dtype) -> tuple[list[int], Tensor]:
+    """kv_lens of `seq_ids` and their block tables, padded with block 0: [B, max_blocks]."""
     kv_lens = [batch.kv_lens[i] for i in seq_ids]
-    max_blocks = -(-max(kv_lens) // block_size)
-    padded = torch.zeros(len(seq_ids), max_blocks, dtype=torch.long)
+    tables = torch.zeros(len(seq_ids), -(-max(kv_lens) // block_size), dtype=dtype)
     for row, i in enumerate(seq_ids):
         table = batch.block_tables[i][: -(-kv_lens[row] // block_size)]
-        padded[row, : len(table)] = torch.tensor(table, dtype=torch.long)
+        tables[row, : len(table)] = torch.tensor(table, dtype=dtype)
+    return kv_lens, tables
+
+
+def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
+    kv_lens, padded = _padded_tables(batch, seq_ids, block_size, torch.long)
+    max_blocks = padded.shape[1]
     positions = torch.arange(max_blocks * block_size)
     is_padding = positions[None, :] >= torch.tensor(kv_lens)[:, None]  # [B, max_blocks * block_size]
     is_padding = is_padding.to(device) if is_padding.any() else None
@@ -100,15 +106,11 @@ def _plan_decode(batch, seq_ids, starts, block_size, device) -> DecodePlan:
 
 
 def _plan_decode_in_place(batch, seq_ids, starts, block_size, device) -> DecodePlan:
-    kv_lens = [batch.kv_lens[i] for i in seq_ids]
-    max_blocks = -(-max(kv_lens) // block_size)
-    tables = torch.zeros(len(seq_ids), max_blocks, dtype=torch.int32)
-    for row, i in enumerate(seq_ids):
-        table = batch.block_tables[i][: -(-kv_lens[row] // block_size)]
-        tables[row, : len(table)] = torch.tensor(table, dtype=torch.int32)
+    """CPU kernel plan: int32 tables on the CPU (the kernel runs on the CPU; `device` unused)."""
+    kv_lens, tables = _padded_tables(batch, seq_ids, block_size, torch.int32)
     rows = torch.tensor([starts[i] for i in seq_ids], dtype=torch.long)
     empty = torch.empty(0, dtype=torch.long)
-    return DecodePlan(rows, empty, None, max_blocks, tables, torch.tensor(kv_lens, dtype=torch.int32))
+    return DecodePlan(rows, empty, None, tables.shape[1], tables, torch.tensor(kv_lens, dtype=torch.int32))
 
 
 def paged_attention(
