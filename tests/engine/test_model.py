@@ -128,14 +128,17 @@ def test_cpu_kernels_track_float32_in_prefill_and_decode(smollm, smollm_dir):
     fused = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False)
     eager = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False, cpu_kernels=False,
                        linear_kernel="torch")
-    assert fused.uses_kernels and not eager.uses_kernels
+    # the fused kernels next to other linears (oneDNN's on AVX-512/AMX machines; torch's here)
+    mixed = load_model(smollm_dir, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="torch")
+    assert fused.uses_kernels and mixed.uses_kernels and not eager.uses_kernels
+    assert mixed.layers[0].mlp.down_proj.packed_for is None
     prompt = smollm.tokenizer.encode("Water boils at 100 degrees Celsius. Ice melts at 0 degrees. " * 4)
     steps = smollm.tokenizer.encode(" The boiling point of water in Fahrenheit is 212 degrees.")
     ref = decode_logits(smollm.model, cfg, prompt, steps)
     errors = {}
-    for name, model in (("fused", fused), ("eager", eager)):
+    for name, model in (("fused", fused), ("mixed", mixed), ("eager", eager)):
         got = decode_logits(model, cfg, prompt, steps)
         errors[name] = ((got - ref).norm() / ref.norm()).item()
         assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9, name
-    assert errors["fused"] < 0.05, errors
+    assert errors["fused"] < 0.05 and errors["mixed"] < 0.05, errors
     assert errors["fused"] <= 1.5 * errors["eager"], errors  # fp32 accumulation: no worse than eager
