@@ -48,6 +48,11 @@ class TorchAttentionBackend:
     # call costs ~0.1 ms, about the gather of ~2,000 tokens of KV; 32 sequences sharing
     # 32 tokens ran 0.84x plain with cascade, 64 tokens 0.98x, 128 tokens 1.10x.
     DEFAULT_LIMITS = CascadeLimits(min_saved_tokens=2048)
+    # With Parrot's CPU kernels nothing is gathered, so plain attention is cheaper and the
+    # break-even moves (2-core AVX2 EPYC, bf16, 32 decodes with 150 private tokens, one
+    # layer, cascade vs plain): 32 shared tokens 0.75x, 64 0.83x, 128 0.97x, 256 1.15x,
+    # 512 1.53x, 1,024 1.61x.
+    KERNEL_LIMITS = CascadeLimits(min_saved_tokens=4096)
 
     def __init__(
         self,
@@ -62,7 +67,7 @@ class TorchAttentionBackend:
         self.kv_cache = kv_cache
         self.block_size = kv_cache.shape[3]
         self.enable_cascade = enable_cascade
-        self.cascade_limits = cascade_limits or self.DEFAULT_LIMITS
+        self.cascade_limits = cascade_limits or (self.KERNEL_LIMITS if use_kernels else self.DEFAULT_LIMITS)
         self.use_fused = use_fused  # torch's fused CPU attention kernel; False: bmm reference path
         self.use_kernels = use_kernels
         self._slots: Tensor | None = None  # [T] long: cache slot of each new token
