@@ -8,6 +8,7 @@ The programming API, used as `import parrot as P`:
         Text: {{input:chunk}}
         Summary: {{output:summary}}'''
 
+    text = "Parrots are long-lived birds that can learn words. Many live in the tropics."
     with P.Session("http://127.0.0.1:8000"):
         print(summarize(text).get(P.LATENCY))
 
