@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup serve test test-fast test-e2e test-gpu bench-engine bench-apps clean
+.PHONY: setup setup-test serve test test-fast test-e2e test-gpu bench-engine bench-apps clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,19 +14,22 @@ test:
 	bash scripts/setup.sh --test
 	$(PYTEST) -q -m "not gpu" --durations=15
 
-test-fast: setup
+setup-test:
+	bash scripts/setup.sh --test
+
+test-fast: setup-test
 	$(PYTEST) -q -m "not e2e and not gpu"
 
-test-e2e: setup
+test-e2e: setup-test
 	$(PYTEST) -q -m "e2e"
 
-test-gpu: setup
+test-gpu: setup-test
 	$(PYTEST) -q -m "gpu"
 
-bench-engine: setup
+bench-engine: setup-test
 	.venv/bin/parrot bench engine
 
-bench-apps: setup
+bench-apps: setup-test
 	.venv/bin/parrot bench apps --workload all --out docs/bench
 
 clean:
