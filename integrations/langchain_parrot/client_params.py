@@ -10,7 +10,8 @@ from langchain_parrot.transport import Endpoint
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 OPENAI_DEFAULT_TEMPERATURE = 1.0  # what the server applies when a request names none
-SAMPLING_KEYS = ("temperature", "max_tokens", "top_p", "seed")
+PENALTY_KEYS = ("presence_penalty", "frequency_penalty", "repetition_penalty")
+SAMPLING_KEYS = ("temperature", "max_tokens", "top_p", "seed", *PENALTY_KEYS)
 
 
 class ParrotClientParams(BaseModel):
@@ -27,6 +28,12 @@ class ParrotClientParams(BaseModel):
     max_tokens: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    presence_penalty: float | None = None
+    """Subtracted from the logit of every token already generated (vLLM / OpenAI semantics)."""
+    frequency_penalty: float | None = None
+    """Subtracted once per earlier occurrence in the output."""
+    repetition_penalty: float | None = None
+    """vLLM's: divides positive (multiplies negative) logits of prompt and output tokens."""
     stop: list[str] | None = None
     """Stop strings (not included in the output); a call's `stop` replaces them."""
     timeout: float | None = None
@@ -49,9 +56,8 @@ class ParrotClientParams(BaseModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed,
-                "stop": self.stop}
+        return {"model": self.model, "base_url": self.base_url, "stop": self.stop,
+                **{k: getattr(self, k) for k in SAMPLING_KEYS}}
 
     def _ls_model_name(self, **kwargs: Any) -> str:
         model = kwargs.get("model")

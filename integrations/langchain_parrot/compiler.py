@@ -22,14 +22,14 @@ from langchain_core.runnables.base import RunnableEach
 from langchain_core.runnables.passthrough import RunnableAssign, RunnablePick
 
 from langchain_parrot.chat_models import ChatParrot
-from langchain_parrot.client_params import OPENAI_DEFAULT_TEMPERATURE, ParrotClientParams
+from langchain_parrot.client_params import OPENAI_DEFAULT_TEMPERATURE, SAMPLING_KEYS, ParrotClientParams
 from langchain_parrot.llms import ParrotLLM
 from langchain_parrot.steps import (AssignStep, ClientStep, EachStep, JoinStep, ModelStep,
                                     ParallelStep, ParseStep, PassthroughStep, PickStep,
                                     PromptStep, SequenceStep, Step)
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default the server applies
-BINDABLE = frozenset({"stop", "temperature", "max_tokens", "top_p", "seed"})
+BINDABLE = frozenset({"stop", *SAMPLING_KEYS})
 
 
 @dataclass

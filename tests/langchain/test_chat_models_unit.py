@@ -65,3 +65,11 @@ def test_ls_params_name_provider_and_model():
     assert params["ls_provider"] == "parrot" and params["ls_model_name"] == "m"
     assert params["ls_stop"] == ["x"]
     assert ChatParrot()._get_ls_params(model="other")["ls_model_name"] == "other"
+
+
+def test_penalties_are_sent_when_set_and_bindable():
+    model = ChatParrot(frequency_penalty=1.5, repetition_penalty=1.1)
+    body = model._chat_body([HumanMessage("hi")], None, {"presence_penalty": 0.5})
+    assert (body["frequency_penalty"], body["repetition_penalty"], body["presence_penalty"]) == (1.5, 1.1, 0.5)
+    assert "presence_penalty" not in ChatParrot()._chat_body([HumanMessage("hi")], None, {})
+    assert model._identifying_params["frequency_penalty"] == 1.5

@@ -106,3 +106,9 @@ def test_no_model_means_no_compilation_warning():
         warnings.simplefilter("always")
         compile_chain(PROMPT | StrOutputParser())
     assert "runs entirely on the client" in str(record[0].message)
+
+
+def test_penalties_compile_into_the_semantic_function():
+    llm = ParrotLLM(base_url=URL, max_tokens=8, frequency_penalty=1.0)
+    assert model_sampling(llm, {"presence_penalty": 0.25}) == {
+        "max_tokens": 8, "temperature": 1.0, "frequency_penalty": 1.0, "presence_penalty": 0.25}
