@@ -65,6 +65,8 @@ class TorchAttentionBackend:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError(f"kv_cache must be [layers, 2, blocks, block_size, Hkv, D], got {tuple(kv_cache.shape)}")
         self.kv_cache = kv_cache
+        # per-layer (K, V) views, made once: a view costs ~2 us, and a step made 4 per layer
+        self._layers = [(kv_cache[i, 0], kv_cache[i, 1]) for i in range(kv_cache.shape[0])]
         self.block_size = kv_cache.shape[3]
         self.enable_cascade = enable_cascade
         self.cascade_limits = cascade_limits or (self.KERNEL_LIMITS if use_kernels else self.DEFAULT_LIMITS)
@@ -109,7 +111,7 @@ class TorchAttentionBackend:
         """(k_cache, v_cache, slots): where this step's new K/V of `layer` go."""
         if self._slots is None:
             raise RuntimeError("prepare() must be called before forward()")
-        return self.kv_cache[layer, 0], self.kv_cache[layer, 1], self._slots
+        return (*self._layers[layer], self._slots)
 
     def attend(self, q: Tensor, layer: int) -> Tensor:
         """q: [T, Hq, D] -> [T, Hq, D] in q's dtype; this step's K/V already written."""
@@ -117,7 +119,7 @@ class TorchAttentionBackend:
             raise RuntimeError("prepare() must be called before forward()")
         if q.shape[0] != self._slots.numel():
             raise ValueError(f"got {q.shape[0]} query rows, batch has {self._slots.numel()} tokens")
-        k_cache, v_cache = self.kv_cache[layer, 0], self.kv_cache[layer, 1]
+        k_cache, v_cache = self._layers[layer]
         q_cache = q.to(k_cache.dtype)
         if self._cascade is not None:
             out = cascade_attention(
