@@ -49,7 +49,7 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0
         self.num_idle_releases = 0
-        self.cost = StepCostModel()  # the engine feeds it every step's time (`observe_step`)
+        self.cost = StepCostModel()  # the engine feeds it every step: `step_features` + its time
         self.last_background_budget: int | None = None  # for tests and stats
 
     def add(self, req: Request) -> None:

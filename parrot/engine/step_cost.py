@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
-
 # Feature scales: keep the fitted coefficients of similar magnitude (numerically stable).
 _SCALE = (1.0, 1 / 256, 1 / 16, 1 / 16384)
+_N = len(_SCALE)
 
 
 class StepFeatures(NamedTuple):
@@ -24,18 +23,22 @@ class StepFeatures(NamedTuple):
     num_decode_seqs: int
     num_cached_tokens: int  # sum of the decodes' KV lengths
 
-    def vector(self) -> torch.Tensor:
+    def vector(self) -> list[float]:
         raw = (1.0, self.num_prefill_tokens, self.num_decode_seqs, self.num_cached_tokens)
-        return torch.tensor([v * s for v, s in zip(raw, _SCALE)], dtype=torch.float64)
+        return [v * s for v, s in zip(raw, _SCALE)]
 
 
 class StepCostModel:
+    """Plain Python floats: it runs on the event loop every step, where torch ops have no
+    place (and a 4 x 4 update costs less than their dispatch)."""
+
     MIN_OBSERVATIONS = 32  # before this many steps, `is_warm` is False and callers use a fallback
 
     def __init__(self, forgetting: float = 0.995) -> None:
         self.forgetting = forgetting
-        self.theta = torch.zeros(4, dtype=torch.float64)  # seconds per scaled feature
-        self.p = torch.eye(4, dtype=torch.float64) * 1e3  # inverse information: a weak prior
+        self.theta = [0.0] * _N  # seconds per scaled feature
+        # inverse information: a weak prior
+        self.p = [[1e3 if i == j else 0.0 for j in range(_N)] for i in range(_N)]
         self.num_observations = 0
 
     @property
@@ -44,18 +47,19 @@ class StepCostModel:
 
     def observe(self, features: StepFeatures, seconds: float) -> None:
         x = features.vector()
-        px = self.p @ x
-        gain = px / (self.forgetting + x @ px)
-        self.theta += gain * (seconds - x @ self.theta)
-        self.p = (self.p - torch.outer(gain, px)) / self.forgetting
+        px = [sum(p_ij * x_j for p_ij, x_j in zip(row, x)) for row in self.p]
+        gain = [v / (self.forgetting + _dot(x, px)) for v in px]
+        error = seconds - _dot(x, self.theta)
+        self.theta = [t + g * error for t, g in zip(self.theta, gain)]
+        self.p = [[(self.p[i][j] - gain[i] * px[j]) / self.forgetting for j in range(_N)] for i in range(_N)]
         self.num_observations += 1
 
     def predict(self, features: StepFeatures) -> float:
-        return float(features.vector() @ self.theta.clamp(min=0.0))
+        return _dot(features.vector(), [max(0.0, t) for t in self.theta])
 
     @property
     def per_prefill_token(self) -> float:
-        return max(0.0, float(self.theta[1] * _SCALE[1]))
+        return max(0.0, self.theta[1] * _SCALE[1])
 
     def prefill_tokens_within(self, base: StepFeatures, target_s: float) -> int:
         """Most prefill tokens to add to `base` while the step stays within `target_s`
@@ -65,3 +69,7 @@ class StepCostModel:
         if slack <= 0 or per_token <= 0:
             return 0
         return int(slack / per_token)
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
