@@ -30,6 +30,7 @@ class Request:
     priority: Priority = Priority.NORMAL
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.monotonic)
+    first_scheduled: float | None = None  # when a step first computed it (time.monotonic())
     status: Status = Status.WAITING
     num_prompt_tokens: int = 0  # context length when the request arrived
     num_cached_tokens: int = 0  # prompt tokens found already computed (fork or prefix cache)

@@ -13,6 +13,7 @@ latest request is preempted (its blocks released, recomputed later).
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass, field
 
 from parrot.engine.config import EngineConfig
@@ -172,6 +173,8 @@ class Scheduler:
         return self.tree.match_prefix(ctx, limit)
 
     def _commit_slots(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
+        if req.first_scheduled is None:
+            req.first_scheduled = time.monotonic()
         plan.copies += self.tree.prepare_slots(req.ctx, n)
         sample = not req.is_fill and n == req.ctx.num_pending
         plan.seqs.append(ScheduledSeq(req, n, sample))

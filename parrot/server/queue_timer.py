@@ -1,16 +1,14 @@
 """Engine queue time, observed from outside the engine through its step observers.
 
 An engine request waits from its arrival (`Request.arrival`, stamped by `generate` or
-`fill`) until the scheduler first puts it in a step. The observer runs once a step's results
-are applied, so a request seen for the first time was scheduled when that step began: its
-end minus its duration (the engine's last step time). A preempted request that comes back
-is not counted again. Requests admitted with nothing to compute never enter a step and are
-not timed.
+`fill`) until the scheduler first puts it in a step (`Request.first_scheduled`, stamped by
+the scheduler). The observer records that wait once a step with the request has run; a
+preempted request that comes back is not counted again. Requests admitted with nothing to
+compute never enter a step and are not timed.
 """
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +38,6 @@ class QueueTimer:
             log.exception("queue-time observer failed")
 
     def _observe(self, new: list[Any]) -> None:
-        if not new:
-            return
-        recent_ms = self.engine.stats().recent_step_ms
-        step_began = time.monotonic() - (recent_ms[-1] / 1000 if recent_ms else 0.0)
         for req in new:
             self._seen.add(req)
-            self.histogram.observe(max(0.0, step_began - req.arrival))
+            self.histogram.observe(max(0.0, req.first_scheduled - req.arrival))

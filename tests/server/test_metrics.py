@@ -194,8 +194,8 @@ async def test_timed_observes_latencies_and_counts_endings():
 
 
 class _Request:  # what the queue timer reads of an engine request
-    def __init__(self, arrival: float) -> None:
-        self.arrival = arrival
+    def __init__(self, arrival: float, first_scheduled: float) -> None:
+        self.arrival, self.first_scheduled = arrival, first_scheduled
 
 
 class _Seq:
@@ -204,19 +204,16 @@ class _Seq:
 
 
 class _StepEngine:
-    def __init__(self, step_ms: float) -> None:
+    def __init__(self) -> None:
         self.step_observers: list = []
-        self.step_ms = step_ms
-
-    def stats(self):
-        return type("Stats", (), {"recent_step_ms": [self.step_ms]})()
 
 
 def test_queue_timer_times_each_request_once_from_arrival_to_its_first_step():
-    metrics, engine = ServerMetrics("m", max_model_len=64), _StepEngine(step_ms=200.0)
+    metrics, engine = ServerMetrics("m", max_model_len=64), _StepEngine()
     timer = QueueTimer(engine, metrics.queue_time)
     timer.attach()
-    waited, fresh = _Request(time.monotonic() - 1.0), _Request(time.monotonic())
+    now = time.monotonic()  # a 200 ms step that began at now - 0.2
+    waited, fresh = _Request(now - 1.0, now - 0.2), _Request(now, now)
     plan = type("Plan", (), {"seqs": [_Seq(waited), _Seq(fresh)]})()
     for observe in list(engine.step_observers) * 3:  # the same requests in three steps
         observe(plan)
