@@ -45,7 +45,7 @@ def cpu_supported() -> bool:
 
 def _build_tag() -> str:
     h = hashlib.sha256()
-    for name in SOURCES + ("vec.h", "gemm_tile.h"):
+    for name in SOURCES + ("vec.h", "gemm_tile.h", "paged_checks.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     try:

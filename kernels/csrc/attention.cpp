@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "paged_checks.h"
 #include "vec.h"
 
 namespace parrot {
@@ -249,24 +250,19 @@ void dispatch(const Problem& pb, const T* q, T* out, float* lse) {
 std::tuple<at::Tensor, at::Tensor> paged_decode_attention(
     const at::Tensor& q_in, const at::Tensor& k_cache, const at::Tensor& v_cache,
     const at::Tensor& block_tables, const at::Tensor& kv_lens, double scale) {
-  TORCH_CHECK(q_in.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "bad shapes");
-  TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && k_cache.is_contiguous() && v_cache.is_contiguous(),
-              "caches must be contiguous bf16");
+  check_paged_inputs(q_in, k_cache, v_cache);
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && kv_lens.scalar_type() == at::kInt, "int32 tables");
-  TORCH_CHECK(q_in.scalar_type() == at::kBFloat16 || q_in.scalar_type() == at::kFloat, "q must be bf16 or fp32");
   const int64_t B = q_in.size(0), Hq = q_in.size(1), D = q_in.size(2), Hkv = k_cache.size(2);
-  TORCH_CHECK(Hq % Hkv == 0 && D % 8 == 0 && D <= MAX_DIM && k_cache.size(3) == D, "unsupported head shape");
+  TORCH_CHECK(D % 8 == 0 && D <= MAX_DIM, "unsupported head shape");
   at::Tensor q = q_in.contiguous(), tables = block_tables.contiguous(), lens = kv_lens.contiguous();
   TORCH_CHECK(lens.numel() == B && tables.size(0) == B && B >= 1, "one block table and kv_len per sequence");
-  TORCH_CHECK(v_cache.scalar_type() == at::kBFloat16, "caches must be contiguous bf16");
   const int64_t G = rows_per_group(Hq / Hkv), R = Hq / G;
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max<int64_t>(max_len, lens.data_ptr<int32_t>()[b]);
   TORCH_CHECK(max_len <= tables.size(1) * k_cache.size(1), "a kv_len exceeds its block table");
-  const int32_t* ids = tables.data_ptr<int32_t>();
   for (int64_t b = 0; b < B; ++b)  // every block a sequence reads is in the cache
-    for (int64_t j = 0; j < (lens.data_ptr<int32_t>()[b] + k_cache.size(1) - 1) / k_cache.size(1); ++j)
-      TORCH_CHECK(ids[b * tables.size(1) + j] >= 0 && ids[b * tables.size(1) + j] < k_cache.size(0), "block id out of range");
+    check_block_ids(tables.data_ptr<int32_t>() + b * tables.size(1),
+                    (lens.data_ptr<int32_t>()[b] + k_cache.size(1) - 1) / k_cache.size(1), k_cache.size(0));
   const int64_t S = choose_splits(B, max_len);
   auto f32 = q.options().dtype(at::kFloat);
   at::Tensor acc = at::empty({B * R * S, G * D}, f32), stats = at::empty({B * R * S, 2, G}, f32);

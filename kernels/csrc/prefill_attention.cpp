@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gemm_tile.h"
+#include "paged_checks.h"
 
 namespace parrot {
 namespace {
@@ -146,17 +147,12 @@ void attend_tile(const Run& run, const T* q, int64_t q0, int64_t head, T* out, f
 std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
     const at::Tensor& q_in, const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& blocks_in,
     int64_t kv_len, bool causal, double scale) {
-  TORCH_CHECK(q_in.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "bad shapes");
-  TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && k_cache.is_contiguous() && v_cache.is_contiguous(),
-              "caches must be contiguous bf16");
-  TORCH_CHECK(q_in.scalar_type() == at::kBFloat16 || q_in.scalar_type() == at::kFloat, "q must be bf16 or fp32");
+  check_paged_inputs(q_in, k_cache, v_cache);
   at::Tensor q = q_in.contiguous(), blocks = blocks_in.to(at::kLong).contiguous();
   const int64_t M = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k_cache.size(2), bs = k_cache.size(1);
-  TORCH_CHECK(Hq % Hkv == 0 && Hq / Hkv <= 16 && D % 16 == 0 && k_cache.size(3) == D, "unsupported head shape");
+  TORCH_CHECK(Hq / Hkv <= 16 && D % 16 == 0, "unsupported head shape");
   TORCH_CHECK(kv_len >= 1 && blocks.numel() * bs >= kv_len && (!causal || M <= kv_len), "kv_len does not fit the blocks");
-  TORCH_CHECK(v_cache.scalar_type() == at::kBFloat16, "caches must be contiguous bf16");
-  for (int64_t j = 0; j < (kv_len + bs - 1) / bs; ++j)
-    TORCH_CHECK(blocks.data_ptr<int64_t>()[j] >= 0 && blocks.data_ptr<int64_t>()[j] < k_cache.size(0), "block id out of range");
+  check_block_ids(blocks.data_ptr<int64_t>(), (kv_len + bs - 1) / bs, k_cache.size(0));
   Run run{reinterpret_cast<const uint16_t*>(k_cache.data_ptr()), reinterpret_cast<const uint16_t*>(v_cache.data_ptr()),
           blocks.data_ptr<int64_t>(), bs, Hkv, D, kv_len, M, Hq, Hq / Hkv, causal, static_cast<float>(scale)};
   at::Tensor out = at::empty({M, Hq, D}, q.options()), lse = at::empty({M, Hq}, q.options().dtype(at::kFloat));
