@@ -4,7 +4,7 @@ The C++ sources register `torch.ops.parrot.*`; they are compiled once per machin
 `-march=native` (`python -m parrot_kernels` at setup, else on first use, ~40 s)
 into a cache folder keyed by the sources and the CPU, so a copied cache never runs on a
 CPU it was not built for. Where they cannot be built or loaded (no compiler, no AVX2,
-not x86-64) `available()` is False and the engine runs its eager torch path.
+not x86-64) `load()` is False and the engine runs its eager torch path.
 
 Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
   pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear_packed(x [M, K], packed, N, bias)
@@ -15,6 +15,7 @@ Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "elementwise.cpp")
 _CSRC = Path(__file__).parent / "csrc"
-_state: dict[str, object] = {}
-
-
 def cpu_supported() -> bool:
     """x86-64 with AVX2 and FMA (every kernel here is written for them)."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -61,21 +59,17 @@ def build_dir() -> Path:
     return root / _build_tag()
 
 
-def load(build: bool = True) -> bool:
-    """Load the kernels (building them first if `build` and no build is cached)."""
-    if "ok" in _state:
-        return bool(_state["ok"])
-    _state["ok"] = ok = cpu_supported() and os.environ.get("PARROT_CPU_KERNELS", "1") != "0" and _load(build)
-    return ok
+@functools.cache
+def load() -> bool:
+    """Load the kernels, building them first if no build is cached (once per process)."""
+    return cpu_supported() and os.environ.get("PARROT_CPU_KERNELS", "1") != "0" and _load()
 
 
-def _load(build: bool) -> bool:
+def _load() -> bool:
     directory = build_dir()
     lib = directory / "parrot_cpu_ops.so"
     try:
         if not lib.exists():
-            if not build:
-                return False
             _compile(directory)
         torch.ops.load_library(str(lib))
         return True
@@ -95,11 +89,6 @@ def _compile(directory: Path) -> None:
         extra_cflags=["-O3", "-march=native", "-fopenmp", "-DNDEBUG"], is_python_module=False, verbose=False,
     )
     print(f"parrot: CPU kernels built in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-
-
-def available() -> bool:
-    """Loaded already (never builds)."""
-    return bool(_state.get("ok"))
 
 
 def supports_shape(hidden: int, intermediate: int, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
