@@ -98,9 +98,9 @@ def _parse_sampling(f: Fields, max_tokens: int) -> SamplingParams:
             stop_token_ids=f.int_list("stop_token_ids"),
             ignore_eos=f.boolean("ignore_eos"),
             min_tokens=f.integer("min_tokens", 0, lo=0),
-            presence_penalty=f.number("presence_penalty", 0.0, lo=-2.0, hi=2.0),
-            frequency_penalty=f.number("frequency_penalty", 0.0, lo=-2.0, hi=2.0),
-            repetition_penalty=f.number("repetition_penalty", 1.0),  # vLLM's; (0, 2] checked there
+            presence_penalty=f.number("presence_penalty", 0.0),  # ranges: SamplingParams owns them
+            frequency_penalty=f.number("frequency_penalty", 0.0),
+            repetition_penalty=f.number("repetition_penalty", 1.0),  # vLLM's extension
         )
     except ValueError as e:
         raise _sampling_error(e) from None
