@@ -19,11 +19,13 @@ from parrot.engine.block_manager import BlockManager
 from parrot.engine.config import EngineConfig
 from parrot.engine.context import Context, ContextTree
 from parrot.engine.detokenizer import IncrementalDetokenizer
+from parrot.engine.grammar import ConstraintError, GrammarCompiler
 from parrot.engine.loader import LoadedModel, load
 from parrot.engine.model_runner import ModelRunner
 from parrot.engine.request import Request, Status
-from parrot.engine.sampler import Penalties, SamplingRow
-from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams, Usage
+from parrot.engine.sampler import Penalties, Sampled, SamplingRow
+from parrot.engine.sampling_params import (GenerationChunk, Priority, SamplingParams,
+                                           TokenLogprobs, Usage)
 from parrot.engine.scheduler import Scheduler, StepPlan
 from parrot.engine.stats import EngineStats, StepTimes
 
@@ -75,6 +77,7 @@ class Engine:
         self.eos_token_ids = set(loaded.config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(self.tokenizer.eos_token_id)
+        self.grammars = GrammarCompiler(self.tokenizer, loaded.config.vocab_size)
 
     async def stop(self) -> None:
         if self._loop_task is not None:
@@ -139,9 +142,10 @@ class Engine:
             raise EngineInputError("cannot generate from an empty context: give a prompt")
         self._check_room(ctx, 0, sampling.max_tokens)
         self._check_token_ids(sampling.stop_token_ids, "stop_token_ids")
+        matcher = self.compile(sampling)
         if ctx.num_pending == 0:
             self.tree.uncompute_last(ctx)  # recompute the last token for its logits
-        req = Request(ctx, sampling, priority)
+        req = Request(ctx, sampling, priority, matcher=matcher)
         req.detokenizer = IncrementalDetokenizer(self.tokenizer, sampling.stop, ctx.token_ids[-4:])
         self._submit(req)
         try:
@@ -155,6 +159,16 @@ class Engine:
         finally:
             if not req.is_done:
                 self._abort(req)
+
+    def compile(self, sampling: SamplingParams):
+        """A matcher for `sampling`'s constraint (None without one); EngineInputError naming
+        what is wrong with an invalid one. Compiled once per constraint, then cached."""
+        if sampling.constraint is None:
+            return None
+        try:
+            return self.grammars.matcher(sampling.constraint)
+        except ConstraintError as e:
+            raise EngineInputError(str(e)) from None
 
     def _check_room(self, ctx: Context, num_new: int, max_tokens: int) -> None:
         if ctx.is_freed:
@@ -213,25 +227,25 @@ class Engine:
                 await self._wakeup.wait()
 
     async def _step(self, plan: StepPlan) -> None:
-        tokens = await self._execute(plan)
-        if tokens is not None:  # None: the forward pass failed, and so did the step's requests
-            self._postprocess(plan, tokens)
+        sampled = await self._execute(plan)
+        if sampled is not None:  # None: the forward pass failed, and so did the step's requests
+            self._postprocess(plan, sampled)
         for observe in self.step_observers:
             observe(plan)
         self._free_pending(plan)
 
-    async def _execute(self, plan: StepPlan) -> list[int] | None:
+    async def _execute(self, plan: StepPlan) -> Sampled | None:
         """Run the step's forward pass in the worker thread; one token per sampled sequence."""
-        rows = [self._sampling_row(s.request) for s in plan.seqs if s.sample]
+        rows = self._sampling_rows([s.request for s in plan.seqs if s.sample])
         inp = self.runner.build_input(plan, rows)
         self._in_flight = {s.request.ctx.context_id for s in plan.seqs}
         features = self.scheduler.step_features(plan)
         start = time.perf_counter()
         try:
-            tokens = await asyncio.get_running_loop().run_in_executor(
+            sampled = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.runner.execute, inp)
             self.scheduler.cost.observe(features, time.perf_counter() - start)
-            return tokens
+            return sampled
         except Exception as e:  # a failing step fails its requests, never the loop
             log.exception("engine step failed")
             for s in plan.seqs:
@@ -241,31 +255,41 @@ class Engine:
             self._in_flight = set()
             self._step_times.add(time.perf_counter() - start)
 
+    def _sampling_rows(self, requests: list[Request]) -> list[SamplingRow]:
+        rows = [self._sampling_row(req) for req in requests]
+        constrained = [i for i, req in enumerate(requests) if req.matcher is not None]
+        if constrained:  # every constrained row's mask in one call, on llguidance's threads
+            masks = self.grammars.fill_masks([requests[i].matcher for i in constrained])
+            for row_mask, i in zip(masks, constrained):
+                rows[i].allowed = row_mask
+        return rows
+
     def _sampling_row(self, req: Request) -> SamplingRow:
         sp = req.sampling
         banned = []
-        if req.num_generated < sp.min_tokens:
+        if req.num_generated < sp.min_tokens and req.matcher is None:  # a grammar ends it
             banned = list(self.eos_token_ids | set(sp.stop_token_ids))
         penalties = Penalties.of(sp, req.ctx.token_ids, req.num_prompt_tokens)
-        return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned, penalties)
+        return SamplingRow(sp.temperature, sp.top_k, sp.top_p, req.generator, banned, penalties,
+                           logprobs=sp.logprobs)
 
-    def _postprocess(self, plan: StepPlan, tokens: list[int]) -> None:
+    def _postprocess(self, plan: StepPlan, sampled: Sampled) -> None:
         """Apply a step's results: commit the computed tokens, hand out the sampled ones."""
         self._stats.count_step(plan, self.runner.backend.is_cascade_step)
-        it = iter(tokens)
+        it = iter(zip(sampled.tokens, sampled.logprobs))
         for s in plan.seqs:
             req = s.request
             self.tree.commit(req.ctx, s.num_new)
-            token = next(it) if s.sample else None
+            token, logprobs = next(it) if s.sample else (None, None)
             if req.is_done:
                 continue
             if req.is_fill:
                 if req.ctx.num_pending == 0:
                     self._finish(req)
             elif token is not None:
-                self._on_token(req, token)
+                self._on_token(req, token, logprobs)
 
-    def _on_token(self, req: Request, token: int) -> None:
+    def _on_token(self, req: Request, token: int, logprobs: TokenLogprobs | None) -> None:
         sp, detok = req.sampling, req.detokenizer
         req.ctx.token_ids.append(token)
         req.num_generated += 1
@@ -274,9 +298,14 @@ class Engine:
         if token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
             text = detok.flush()
             finish = "stop"
+        elif req.matcher is not None and not req.matcher.consume_token(token):
+            self._finish(req, error=RuntimeError(  # the mask allowed it: a grammar-engine bug
+                f"constrained decoding rejected token {token}: {req.matcher.get_error()}"))
+            return
         else:
             text = detok.add(token)
-            if detok.stopped:
+            if detok.stopped or (req.matcher is not None and req.matcher.is_stopped()):
+                text += "" if detok.stopped else detok.flush()
                 finish = "stop"
             elif req.num_generated >= sp.max_tokens or req.ctx.num_tokens >= self.max_model_len:
                 text += detok.flush()
@@ -284,7 +313,8 @@ class Engine:
         usage = None
         if finish is not None:
             usage = Usage(req.num_prompt_tokens, req.num_cached_tokens, req.num_generated)
-        req.outputs.put_nowait(GenerationChunk([token], text, finish, usage))
+        req.outputs.put_nowait(GenerationChunk([token], text, finish, usage,
+                                               None if logprobs is None else [logprobs]))
         if finish is not None:
             self._finish(req)
 

@@ -11,7 +11,7 @@ import torch
 
 from parrot.engine.config import EngineConfig, ModelConfig
 from parrot.engine.model import LlamaModel
-from parrot.engine.sampler import SamplingRow, sample
+from parrot.engine.sampler import Sampled, SamplingRow, sample
 from parrot.engine.scheduler import StepPlan
 from parrot_kernels import AttentionBatch, make_backend
 
@@ -61,15 +61,15 @@ class ModelRunner:
                           list(plan.copies), sample_rows, sampling)
 
     @torch.inference_mode()
-    def execute(self, inp: ModelInput) -> list[int]:
-        """Run the forward pass and sample; returns one token per sampled sequence."""
+    def execute(self, inp: ModelInput) -> Sampled:
+        """Run the forward pass and sample one token per sampled sequence."""
         self._copy_blocks(inp.copies)
         self.backend.prepare(inp.attn)
         input_ids = torch.tensor(inp.input_ids, dtype=torch.long, device=self.device)
         positions = torch.tensor(inp.positions, dtype=torch.long, device=self.device)
         hidden = self.model(input_ids, positions, self.backend)  # [T, hidden]
         if not inp.sample_rows:
-            return []
+            return Sampled([], [])
         rows = torch.tensor(inp.sample_rows, dtype=torch.long, device=self.device)
         logits = self.model.compute_logits(hidden[rows]).cpu()  # [B, vocab]
         return sample(logits, inp.sampling)

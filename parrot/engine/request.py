@@ -6,6 +6,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import torch
 
@@ -39,6 +40,7 @@ class Request:
     is_admitted: bool = False  # prefix matched once, on first admission
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
+    matcher: Any = None  # llguidance.LLMatcher of a constrained generation (engine/grammar.py)
     outputs: asyncio.Queue = field(default_factory=asyncio.Queue)  # chunks, or an exception
 
     def __post_init__(self) -> None:

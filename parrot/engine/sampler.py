@@ -1,4 +1,5 @@
-"""Turn last-position logits into next tokens: penalties, greedy, temperature, top-k/p, seeds."""
+"""Turn last-position logits into next tokens: grammar masks, penalties, greedy,
+temperature, top-k/p, seeds; and the log-probabilities a request asked for."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,8 @@ from typing import NamedTuple
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from parrot.engine.sampling_params import SamplingParams
+from parrot.engine.grammar import apply_masks
+from parrot.engine.sampling_params import SamplingParams, TokenLogprobs
 
 MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logits / t would overflow to inf
 MAX_PENALIZED_LOGIT = 1e30  # a tiny repetition_penalty may not overflow a logit to inf (NaN probs)
@@ -44,10 +46,22 @@ class SamplingRow:
     generator: torch.Generator | None  # per-request, seeded: same seed, same output
     banned_token_ids: list[int]  # e.g. EOS before min_tokens
     penalties: Penalties | None = None
+    allowed: torch.Tensor | None = None  # [vocab/32] int32 grammar bitmask (engine/grammar.py)
+    logprobs: int | None = None  # report the token's logprob and this many top rivals
 
 
-def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
+class Sampled(NamedTuple):
+    tokens: list[int]  # one per row
+    logprobs: list[TokenLogprobs | None]  # one per row; None where the row asked for none
+
+
+def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> Sampled:
     # logits: [B, vocab] float32 -> one token id per row
+    logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
+    raw = logits[logprob_rows].log_softmax(-1) if logprob_rows else None  # [L, vocab]
+    masked = [i for i, row in enumerate(rows) if row.allowed is not None]
+    if masked:
+        apply_masks(logits, masked, torch.stack([rows[i].allowed for i in masked]))
     for i, row in enumerate(rows):
         if row.banned_token_ids:
             logits[i, row.banned_token_ids] = float("-inf")
@@ -56,7 +70,17 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
     for i, row in enumerate(rows):
         if row.temperature >= MIN_TEMPERATURE and row.top_k != 1:
             out[i] = _sample_row(logits[i], row)
-    return out
+    logprobs: list[TokenLogprobs | None] = [None] * len(rows)
+    for j, i in enumerate(logprob_rows):
+        logprobs[i] = _token_logprobs(raw[j], out[i], rows[i].logprobs)
+    return Sampled(out, logprobs)
+
+
+def _token_logprobs(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprobs:
+    # logprobs: [vocab]
+    top = torch.topk(logprobs, k) if k else None
+    pairs = [] if top is None else list(zip(top.indices.tolist(), top.values.tolist()))
+    return TokenLogprobs(token, float(logprobs[token]), pairs)
 
 
 def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:

@@ -3,12 +3,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.Generator.manual_seed takes
 PENALTIES = ("presence_penalty", "frequency_penalty", "repetition_penalty")
 MAX_STOP_STRINGS, MAX_STOP_CHARS, MAX_STOP_TOKEN_IDS = 16, 512, 64  # each token scans them
+MAX_LOGPROBS = 20  # top alternatives per token (OpenAI's top_logprobs limit)
+MAX_CONSTRAINT_CHARS = 64 * 1024  # a schema, regex, grammar or choice list
+ConstraintKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
+CONSTRAINT_KINDS: tuple[str, ...] = ConstraintKind.__args__
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a generation's text must match; the engine compiles it once (engine/grammar.py).
+
+    `spec` per kind: json_schema, a JSON schema as JSON text; json_object, unused (any JSON
+    object); regex, a regular expression over the whole output; choice, a JSON list of the
+    allowed strings; grammar, a Lark grammar (llguidance's dialect, `%json` included).
+    """
+
+    kind: ConstraintKind
+    spec: str = ""
+
+    def validate(self) -> None:
+        if self.kind not in CONSTRAINT_KINDS:
+            raise ValueError(f"constraint kind must be one of {', '.join(CONSTRAINT_KINDS)}, "
+                             f"got {self.kind!r}")
+        if not isinstance(self.spec, str) or len(self.spec) > MAX_CONSTRAINT_CHARS:
+            raise ValueError(f"constraint {self.kind} must be text of at most "
+                             f"{MAX_CONSTRAINT_CHARS} characters")
 
 
 class Priority(IntEnum):
@@ -33,6 +58,8 @@ class SamplingParams:
     presence_penalty: float = 0.0  # vLLM's penalties: see sampler.Penalties
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0  # 1 is off
+    constraint: Constraint | None = None  # output must match it (grammar-masked sampling)
+    logprobs: int | None = None  # None: off; k: each token's logprob and its top k rivals
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -76,6 +103,14 @@ class SamplingParams:
                              "non-negative integers")
         if not isinstance(self.ignore_eos, bool):
             raise ValueError(f"ignore_eos must be a boolean, got {self.ignore_eos!r}")
+        if self.logprobs is not None and not (_is_int(self.logprobs)
+                                              and 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise ValueError(f"logprobs must be an integer in [0, {MAX_LOGPROBS}], "
+                             f"got {self.logprobs!r}")
+        if self.constraint is not None:
+            if not isinstance(self.constraint, Constraint):
+                raise ValueError(f"constraint must be a Constraint, got {self.constraint!r:.40}")
+            self.constraint.validate()
 
     @property
     def is_greedy(self) -> bool:
@@ -95,18 +130,29 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class TokenLogprobs(NamedTuple):
+    """A sampled token's log-probability under the model (before penalties, masks and
+    temperature, as vLLM reports by default) and its `k` likeliest alternatives."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, logprob), likeliest first
+
+
 class GenerationChunk(NamedTuple):
     """One piece of a streamed generation.
 
     `text` is the new text since the previous chunk (never a broken UTF-8
     character, never part of a stop string). The last chunk has `finish_reason`
-    set ("stop" or "length") and carries the request's usage.
+    set ("stop" or "length") and carries the request's usage. `logprobs` holds one
+    entry per token of `token_ids` when the request asked for them.
     """
 
     token_ids: list[int]
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    logprobs: list[TokenLogprobs] | None = None
 
 
 class Usage(NamedTuple):

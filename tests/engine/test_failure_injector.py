@@ -10,6 +10,7 @@ import pytest
 from parrot.engine import Engine, EngineConfig
 from parrot.engine.failure_injector import FailureInjector
 from parrot.engine.loader import LoadedModel
+from parrot.engine.sampler import Sampled
 from parrot.engine.scheduler import StepPlan
 
 NUM_BLOCKS = 32
@@ -29,8 +30,8 @@ class NoModelRunner:
         self.steps.append({s.request.ctx.context_id: s.num_new for s in plan.seqs})
         return len(rows)
 
-    def execute(self, num_sampled: int) -> list[int]:
-        return [1] * num_sampled
+    def execute(self, num_sampled: int) -> Sampled:
+        return Sampled([1] * num_sampled, [None] * num_sampled)
 
 
 @pytest.fixture

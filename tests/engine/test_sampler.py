@@ -62,16 +62,16 @@ def test_rows_of_one_batch_keep_their_own_settings():
 def test_banned_tokens_stay_banned_under_any_penalty():
     logits = torch.tensor([[1.0, 5.0, 0.5]])
     r = row(presence=-2.0, frequency=-2.0, repetition=0.5, output=[1, 1, 1], banned=[1])
-    assert sample(logits, [r]) == [0]
+    assert sample(logits, [r]).tokens == [0]
     assert logits.tolist() == [[1.0, -INF, 0.5]]
 
 
 def test_greedy_decoding_is_penalized():
     logits = [[3.0, 2.9, 0.0]]
-    assert sample(torch.tensor(logits), [row(output=[0])]) == [0]
-    assert sample(torch.tensor(logits), [row(frequency=0.5, output=[0])]) == [1]
-    assert sample(torch.tensor(logits), [row(presence=0.2, output=[0])]) == [1]
-    assert sample(torch.tensor(logits), [row(repetition=1.1, prompt=[0])]) == [1]
+    assert sample(torch.tensor(logits), [row(output=[0])]).tokens == [0]
+    assert sample(torch.tensor(logits), [row(frequency=0.5, output=[0])]).tokens == [1]
+    assert sample(torch.tensor(logits), [row(presence=0.2, output=[0])]).tokens == [1]
+    assert sample(torch.tensor(logits), [row(repetition=1.1, prompt=[0])]).tokens == [1]
 
 
 def test_sampling_draws_from_the_penalized_logits():
@@ -79,16 +79,16 @@ def test_sampling_draws_from_the_penalized_logits():
     by_hand = [[10.0 - 2.0 * 10, 0.0, 0.0, 0.0]]
     for seed in range(20):
         r = row(frequency=2.0, output=[0] * 10, temperature=1.0, seed=seed)
-        got = sample(torch.tensor(logits), [r])
+        got = sample(torch.tensor(logits), [r]).tokens
         assert got != [0]
-        assert got == sample(torch.tensor(by_hand), [row(temperature=1.0, seed=seed)])
+        assert got == sample(torch.tensor(by_hand), [row(temperature=1.0, seed=seed)]).tokens
 
 
 @pytest.mark.parametrize("repetition", [1e-38, 5e-324])  # 5e-324 is 0 in float32
 def test_a_tiny_repetition_penalty_does_not_overflow_to_nan(repetition):
     logits = torch.tensor([[30.0, 1.0, 0.0, -3.0, 2.0]])
     r = row(repetition=repetition, prompt=[0, 1, 2, 3, 4], temperature=0.5, seed=0, banned=[4])
-    assert sample(logits, [r])[0] in (0, 1)
+    assert sample(logits, [r]).tokens[0] in (0, 1)
     assert torch.isfinite(logits[0, :4]).all() and logits[0, 4] == -INF
 
 
