@@ -12,52 +12,72 @@ Call spec (one element of `POST /v1/sessions/{sid}/calls` `{"calls": [...]}`):
 
 Join spec: `{"kind": "join", "parts": [{"var": "v2"}, "text", ...], "sep": "\\n",
 "output": {"var": "v9"}}` - the output is the parts joined, computed by the server.
+
+Project spec: `{"kind": "project", "source": {"var": "v2"}, "path": ["answer", 0],
+"output": {"var": "v9"}}` - the output is that field of v2's JSON value (projection.py).
+
+An output object may also carry one constraint (`json_schema`, `json_object`, `regex`,
+`choices`, `grammar`: constraint_spec.py), compiled by the engine at submit time, and a
+template may use role blocks, rendered with the served model's chat template (chat_render.py).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from parrot.engine.sampling_params import SamplingParams
 from parrot.manager.call import Binding, Call, CallKind, VarRef
+from parrot.manager.chat_render import RenderChat, lower_roles
+from parrot.manager.constraint_spec import constraint_key, parse_constraint
 from parrot.manager.errors import BadRequest
+from parrot.manager.projection import MAX_PATH
 from parrot.program.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
 
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)}
+_SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)} - {"constraint"}
 MAX_CALLS_PER_REQUEST = 4096
 MAX_JOIN_PARTS = 4096
 
 NewId = Callable[[str], str]
+Compile = Callable[[SamplingParams], object]  # Engine.compile: ValueError for a bad constraint
 
 
-def parse_calls(body: dict, new_id: NewId) -> list[Call]:
+@dataclass(frozen=True)
+class SpecContext:
+    """What parsing needs from the server: ids, and the served model's grammar compiler and
+    chat template (None: constraints are not compiled here / role blocks are refused)."""
+
+    new_id: NewId
+    compile: Compile | None = None
+    render_chat: RenderChat | None = None
+
+
+def parse_calls(body: dict, env: SpecContext | NewId) -> list[Call]:
+    env = env if isinstance(env, SpecContext) else SpecContext(env)
     specs = body.get("calls")
     if not isinstance(specs, list) or not specs:
         raise BadRequest("'calls' must be a non-empty list of call objects", param="calls")
     if len(specs) > MAX_CALLS_PER_REQUEST:
         raise BadRequest(f"at most {MAX_CALLS_PER_REQUEST} calls per request", param="calls")
-    return [parse_call(spec, f"calls[{i}]", new_id) for i, spec in enumerate(specs)]
+    return [parse_call(spec, f"calls[{i}]", env) for i, spec in enumerate(specs)]
 
 
-def parse_call(spec: Any, where: str, new_id: NewId) -> Call:
+def parse_call(spec: Any, where: str, env: SpecContext) -> Call:
     if not isinstance(spec, dict):
         raise BadRequest(f"{where} must be an object", param=where)
     kind = spec.get("kind", "llm")
-    if kind == "join":
-        return _parse_join(spec, where, new_id)
+    if kind in _MODEL_FREE:
+        return _MODEL_FREE[kind](spec, where, env.new_id)
     if kind != "llm":
-        raise BadRequest(f"{where}.kind must be 'llm' or 'join', got {kind!r}", param=where)
-    try:
-        template = Template.parse(spec.get("template"))
-    except TemplateError as e:
-        raise BadRequest(f"{where}.template: {e}", param=f"{where}.template") from None
+        raise BadRequest(f"{where}.kind must be 'llm', 'join' or 'project', got {kind!r}",
+                         param=where)
+    template, stops = _parse_template(spec.get("template"), where, env.render_chat)
     inputs = _parse_inputs(spec.get("inputs") or {}, template, where)
     defaults = _object(spec.get("sampling") or {}, f"{where}.sampling")
     outputs, sampling = _parse_outputs(spec.get("outputs") or {}, template, defaults, where,
-                                       new_id)
-    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs, outputs,
+                                       env, stops)
+    return Call(_id(spec.get("id"), f"{where}.id", env.new_id, "c"), template, inputs, outputs,
                 sampling, name=_optional_str(spec.get("name"), f"{where}.name"),
                 is_eager=_bool(spec.get("eager"), f"{where}.eager"))
 
@@ -96,8 +116,23 @@ def _parse_inputs(raw: Any, template: Template, where: str) -> dict[str, Binding
     return bindings
 
 
-def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str,
-                   new_id: NewId) -> tuple[dict[str, str], dict[str, SamplingParams]]:
+def _parse_template(raw: Any, where: str,
+                    render_chat: RenderChat | None) -> tuple[Template, dict[str, str]]:
+    """The call's template (role blocks lowered to chat markup) and the stops they imply."""
+    try:
+        template = Template.parse(raw)
+    except TemplateError as e:
+        raise BadRequest(f"{where}.template: {e}", param=f"{where}.template") from None
+    if not template.has_roles:
+        return template, {}
+    try:
+        return lower_roles(template, render_chat)
+    except BadRequest as e:
+        raise BadRequest(f"{where}.template: {e.message}", param=f"{where}.template") from None
+
+
+def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str, env: SpecContext,
+                   stops: dict[str, str]) -> tuple[dict[str, str], dict[str, SamplingParams]]:
     raw = _object(raw, f"{where}.outputs")
     for name in raw:
         if name not in template.outputs:
@@ -108,10 +143,36 @@ def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str,
     for name in template.outputs:
         spec = raw.get(name) or {}
         spec = {"var": spec} if isinstance(spec, str) else _object(spec, f"{where}.outputs.{name}")
-        outputs[name] = _id(spec.get("var"), f"{where}.outputs.{name}.var", new_id, "v")
-        settings = {**defaults, **_object(spec.get("sampling") or {}, f"{where}.outputs.{name}")}
-        sampling[name] = sampling_params(settings, f"{where}.outputs.{name}.sampling")
+        here = f"{where}.outputs.{name}"
+        outputs[name] = _id(spec.get("var"), f"{here}.var", env.new_id, "v")
+        sampling[name] = _output_sampling(spec, defaults, here, env, stops.get(name))
     return outputs, sampling
+
+
+def _output_sampling(spec: dict, defaults: dict, where: str, env: SpecContext,
+                     block_stop: str | None) -> SamplingParams:
+    """An output's SamplingParams: its settings over the call's defaults, with its constraint
+    (a constrained output ends with its grammar: it inherits no default stop), or else the
+    stop its assistant block implies."""
+    constraint = parse_constraint(spec, where)
+    inherited = {k: v for k, v in defaults.items() if not (constraint and k == "stop")}
+    settings = {**inherited, **_object(spec.get("sampling") or {}, f"{where}.sampling")}
+    if constraint is not None:
+        settings["constraint"] = constraint
+    elif block_stop is not None:
+        stop = settings.get("stop") or []
+        settings["stop"] = [*([stop] if isinstance(stop, str) else stop), block_stop]
+    params = sampling_params(settings, f"{where}.sampling")
+    if constraint is not None and env.compile is not None:
+        _compile(env.compile, params, f"{where}.{constraint_key(spec, where)}")
+    return params
+
+
+def _compile(compile: Compile, params: SamplingParams, where: str) -> None:
+    try:
+        compile(params)
+    except ValueError as e:
+        raise BadRequest(f"{where}: {e}", param=where) from None
 
 
 def sampling_params(settings: dict, where: str) -> SamplingParams:
@@ -138,12 +199,34 @@ def _parse_join(spec: dict, where: str, new_id: NewId) -> Call:
         pieces.append(Placeholder(INPUT, f"p{i}"))
     template = Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")])
     inputs = {f"p{i}": _binding(p, f"{where}.parts[{i}]") for i, p in enumerate(parts)}
+    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs,
+                {"out": _output_var(spec, where, new_id)}, name=_optional_str(spec.get("name"), f"{where}.name") or "join",
+                kind=CallKind.RENDER)
+
+
+def _parse_project(spec: dict, where: str, new_id: NewId) -> Call:
+    source = _binding(spec.get("source"), f"{where}.source")
+    if not isinstance(source, VarRef):
+        raise BadRequest(f"{where}.source must be {{\"var\": id}}", param=f"{where}.source")
+    path = spec.get("path")
+    if (not isinstance(path, list) or not 0 < len(path) <= MAX_PATH
+            or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in path)):
+        raise BadRequest(f"{where}.path must be a list of 1 to {MAX_PATH} keys (strings) or "
+                         "indexes (integers)", param=f"{where}.path")
+    template = Template.from_pieces([Placeholder(INPUT, "source"), Placeholder(OUTPUT, "out")])
+    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, {"source": source},
+                {"out": _output_var(spec, where, new_id)}, kind=CallKind.PROJECT,
+                name=_optional_str(spec.get("name"), f"{where}.name") or "project",
+                path=tuple(path))
+
+
+def _output_var(spec: dict, where: str, new_id: NewId) -> str:
     output = spec.get("output") or {}
     output = {"var": output} if isinstance(output, str) else _object(output, f"{where}.output")
-    out_id = _id(output.get("var"), f"{where}.output.var", new_id, "v")
-    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs,
-                {"out": out_id}, name=_optional_str(spec.get("name"), f"{where}.name") or "join",
-                kind=CallKind.RENDER)
+    return _id(output.get("var"), f"{where}.output.var", new_id, "v")
+
+
+_MODEL_FREE = {"join": _parse_join, "project": _parse_project}
 
 
 def _binding(raw: Any, where: str) -> Binding:

@@ -4,6 +4,10 @@ Each output variable is resolved the moment its text is complete, and `on_change
 so the manager dispatches the consumers at once (no client round trip). The call's context
 is always freed, whatever happens (cancellation included); its full blocks stay in the
 engine's prefix cache.
+
+Tokens generated past an output's value (the end-of-turn token, a stop string) are already in
+the context: when the template's next text starts with exactly them (chat markup after an
+assistant turn), they are not appended twice.
 """
 from __future__ import annotations
 
@@ -54,12 +58,14 @@ class Executor:
         ctx = None
         try:
             ctx, skip = await self._open(engine, session.pool, call, parent)
+            tail = ""
             for index, stage in enumerate(call.stages):
                 text = None if index == 0 else call.render(stage.pieces, session.graph.value_of)
+                text = text[len(tail):] if text is not None and text.startswith(tail) else text
                 tokens = call.first_tokens[skip:] if index == 0 else tokenize(engine, text)
                 engine.append(ctx, tokens)  # computed by the generate below: no extra step
                 var = session.graph.variables[call.outputs[stage.output]]
-                await self._generate(engine, ctx, call, var, stage.output)
+                tail = await self._generate(engine, ctx, call, var, stage.output)
             call.state = CallState.DONE
             call.stamp("finished")
         except asyncio.CancelledError:
@@ -89,20 +95,32 @@ class Executor:
         return engine.new_context(), 0
 
     async def _generate(self, engine: Any, ctx: Any, call: Call, var: Variable,
-                        output: str) -> None:
+                        output: str) -> str:
+        """Generate `output` into `var`; return the text generated past its value."""
         parts: list[str] = []
+        token_ids: list[int] = []
         async for chunk in engine.generate(ctx, call.sampling[output], priority=call.priority):
             call.stamp("first_token")
+            token_ids += chunk.token_ids
             if chunk.text:
                 parts.append(chunk.text)
                 var.append(chunk.text)
             if chunk.usage is not None:
                 self._count(call, chunk.usage)
-        var.resolve("".join(parts))
+        value = "".join(parts)
+        var.resolve(value)
         self.on_change()  # its consumers may be ready now
+        return _tail(engine, token_ids, value)
 
     @staticmethod
     def _count(call: Call, usage: Any) -> None:
         if call.prompt_tokens == 0:  # the context when the first output started
             call.prompt_tokens = usage.prompt_tokens
         call.completion_tokens += usage.completion_tokens
+
+
+def _tail(engine: Any, token_ids: list[int], value: str) -> str:
+    """The generated text past `value` (a stop string, the end-of-turn token), if the tokens
+    decode to the value followed by it; else "" (nothing is then trimmed)."""
+    text = engine.tokenizer.decode(token_ids)
+    return text[len(value):] if text.startswith(value) else ""

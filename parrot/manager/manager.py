@@ -17,7 +17,8 @@ from typing import Any, AsyncIterator
 
 from parrot.manager import limits
 from parrot.manager.call import CallKind
-from parrot.manager.call_spec import parse_calls, parse_variables
+from parrot.manager.call_spec import SpecContext, parse_calls, parse_variables
+from parrot.manager.chat_render import chat_renderer
 from parrot.manager.errors import (
     BadRequest,
     NotFound,
@@ -48,6 +49,9 @@ class Manager:
         self.limits = limits or Limits()
         self.sweep_interval = sweep_interval
         self.sessions: dict[str, Session] = {}
+        # one model on every engine: its grammar compiler and chat template serve them all
+        self.spec_context = SpecContext(_new_id, self.engines[0].compile,
+                                        chat_renderer(self.engines[0].tokenizer))
         self.executor = Executor(self.engines, self._kick)
         self.scheduler = Scheduler(self.executor.loads, partial(tokenize, self.engines[0]),
                                    min_shared_tokens)
@@ -115,7 +119,7 @@ class Manager:
 
     def submit_calls(self, session: Session, body: dict) -> list[dict]:
         session.touch("submit_calls")
-        calls = parse_calls(body, _new_id)
+        calls = parse_calls(body, self.spec_context)
         new_vars = {v for c in calls for v in c.output_vars} - session.graph.variables.keys()
         limits.check_calls(self.limits, session, len(calls), len(new_vars))
         self.check_queue(len(calls), param="calls")

@@ -3,7 +3,7 @@
 A call may run only once it is *active*: it is eager, or a `get` reached one of its outputs
 directly or through downstream calls. `request` walks backwards from the requested
 variable, activating producers and handing them the strongest criteria seen
-(LATENCY > THROUGHPUT > none). Render calls (joins) are transparent: the model calls on either
+(LATENCY > THROUGHPUT > none). Calls with no model (joins, projections) are transparent: the model calls on either
 side of a join see each other as producer and consumer.
 
 Task groups: the model calls that feed one consumer are siblings; the consumer can start only
@@ -80,7 +80,7 @@ def _propagate(graph: Graph, var_ids: list[str], criteria: Criteria | None,
 
 
 def llm_producers(graph: Graph, call: Call) -> set[str]:
-    """Model calls whose outputs reach `call`'s inputs, looking through render calls."""
+    """Model calls whose outputs reach `call`'s inputs, looking through model-free calls."""
     found: set[str] = set()
     stack = [graph.variables[v].producer for v in call.input_vars]
     while stack:
@@ -88,7 +88,7 @@ def llm_producers(graph: Graph, call: Call) -> set[str]:
         if producer_id is None:  # set by the client
             continue
         producer = graph.calls[producer_id]
-        if producer.kind == CallKind.RENDER:
+        if producer.kind != CallKind.LLM:
             stack.extend(graph.variables[v].producer for v in producer.input_vars)
         else:
             found.add(producer.id)
@@ -96,14 +96,14 @@ def llm_producers(graph: Graph, call: Call) -> set[str]:
 
 
 def llm_consumers(graph: Graph, call: Call) -> set[str]:
-    """Active model calls reading `call`'s outputs, looking through render calls."""
+    """Active model calls reading `call`'s outputs, looking through model-free calls."""
     found: set[str] = set()
     stack = [c for v in call.output_vars for c in graph.variables[v].consumers]
     while stack:
         consumer = graph.calls[stack.pop()]
         if not consumer.is_active:
             continue
-        if consumer.kind == CallKind.RENDER:
+        if consumer.kind != CallKind.LLM:
             stack.extend(c for v in consumer.output_vars for c in graph.variables[v].consumers)
         else:
             found.add(consumer.id)

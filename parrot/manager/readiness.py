@@ -1,8 +1,10 @@
-"""Readiness: which active calls can run now. Render calls (joins) run right here, inline."""
+"""Readiness: which active calls can run now. Model-free calls (joins, projections) run right
+here, inline."""
 from __future__ import annotations
 
 from parrot.manager.call import Call, CallKind, CallState
 from parrot.manager.graph import Graph
+from parrot.manager.projection import run_projection
 
 
 def collect_ready(graph: Graph) -> tuple[list[Call], list[Call]]:
@@ -25,7 +27,11 @@ def collect_ready(graph: Graph) -> tuple[list[Call], list[Call]]:
             elif call.kind == CallKind.RENDER and graph.is_ready(call):
                 run_render(graph, call)
                 changed = True
-    ready = [c for c in graph.pending_calls() if c.is_active and graph.is_ready(c)]
+            elif call.kind == CallKind.PROJECT and graph.is_ready(call):
+                failed += run_projection(graph, call)
+                changed = True
+    ready = [c for c in graph.pending_calls()
+             if c.kind == CallKind.LLM and c.is_active and graph.is_ready(c)]
     for call in ready:
         call.stamp("ready")
     return ready, failed

@@ -13,8 +13,12 @@ Placeholders `{{input:x}}` are the function's inputs, `{{output:y}}` its outputs
 generated in the same context, after the text before it. Decorator keywords are the sampling
 settings of every output (`max_tokens`, `temperature`, `top_p`, `top_k`, `seed`, `stop`,
 `stop_token_ids`, `ignore_eos`, `min_tokens`, `presence_penalty`, `frequency_penalty`,
-`repetition_penalty`); `outputs={name: P.Output(...)}` overrides them per output;
+`repetition_penalty`); `outputs={name: P.Output(...)}` overrides them per output, and may
+constrain it (`P.Output(json_schema=Model)`, `regex=`, `choices=`: docs/typed-outputs.md);
 `eager=True` runs the call even if nothing downstream is ever fetched.
+
+Role blocks (`{{#system}}...{{/system}}`, `{{#user}}`, `{{#assistant}}`) are rendered by the
+served model's chat template; outputs then sit in assistant blocks.
 
 Calling binds arguments to inputs (positionally in signature order, or by name): a
 `SemanticVariable` becomes a graph edge, anything else is rendered as constant text (`str()`).
@@ -77,7 +81,8 @@ class SemanticFunction:
 
         inputs = {name: {"var": v.id} if isinstance(v, SemanticVariable) else str(v)
                   for name, v in bindings.items()}
-        outputs = {name: {"var": vid, "sampling": self.sampling[name].to_json()}
+        outputs = {name: {"var": vid, "sampling": self.sampling[name].to_json(),
+                          **self.sampling[name].constraint_json()}
                    for name, vid in zip(self.template.outputs, output_ids)}
         return {"id": call_id, "name": self.name, "template": self.template.source,
                 "inputs": inputs, "outputs": outputs, "eager": self.eager}

@@ -130,6 +130,16 @@ class Session:
         self._enqueue("calls", spec)
         return sv
 
+    def project(self, source: SemanticVariable, key: str | int) -> SemanticVariable:
+        """A variable holding field `key` of `source`'s JSON value, taken by the server."""
+        self._check_owned(source)
+        label = f"{source.name or source.id}[{key!r}]"
+        sv = self._new_variable(label)
+        spec = {"id": f"c{next(self._ids)}", "kind": "project", "source": {"var": source.id},
+                "path": [key], "output": {"var": sv.id}}
+        self._enqueue("calls", spec)
+        return sv
+
     def flush(self) -> None:
         """Send everything queued now (normally `get`/`set`/closing do it)."""
         self.background.run(self._flush())

@@ -15,6 +15,12 @@ class SemanticVariable:
     Passing it to a semantic function wires a graph edge; nothing waits. `get`/`aget` ask the
     server for the value with a performance objective (`P.LATENCY` or `P.THROUGHPUT`); the
     server runs exactly the calls needed to produce it.
+
+    `sv["field"]` (or `sv[0]` for an array item, chained as `sv["a"]["b"]`) is a new variable:
+    that field of this variable's JSON value, taken by the server once the value exists, so
+    it can feed later calls with no client round trip (a string field is its text, anything
+    else its JSON). The projection fails, and so do the calls that read it, if the value is
+    not JSON or has no such field.
     """
 
     def __init__(self, session: "Session", var_id: str, name: str | None = None) -> None:
@@ -22,11 +28,20 @@ class SemanticVariable:
         self.id = var_id
         self.name = name
         self._value: str | None = None
+        self._fields: dict[str | int, SemanticVariable] = {}
 
     def __repr__(self) -> str:
         state = "ready" if self._value is not None else "pending"
         label = f" {self.name}" if self.name else ""
         return f"<SemanticVariable {self.id}{label} {state}>"
+
+    def __getitem__(self, key: str | int) -> "SemanticVariable":
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(f"a Semantic Variable field is a str key or an int index, "
+                            f"got {type(key).__name__}")
+        if key not in self._fields:
+            self._fields[key] = self.session.project(self, key)
+        return self._fields[key]
 
     @property
     def is_ready(self) -> bool:

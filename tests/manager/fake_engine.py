@@ -4,22 +4,41 @@ One character is one token. Generation is a pure function of the context's token
 fork and a fresh context give the same text, like a greedy model). It records every fill
 and generate with timestamps, counts prefilled tokens, and tracks live contexts so tests can
 check that everything is freed. Real-engine behaviour is covered by the e2e tests.
+
+Constraints: `compile` refuses a bad regex or schema like `Engine.compile` (a ValueError), and a
+constrained generation yields a canned matching text: the first choice, or the schema's first
+`examples` entry as JSON (`{}` without one); it then ends with finish_reason "stop". The
+tokenizer carries a ChatML chat template (rendered with jinja2), for role blocks.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import itertools
+import json
+import re
 import time
 from dataclasses import dataclass, field
 
-from parrot.engine.sampling_params import GenerationChunk, SamplingParams, Usage
+import jinja2
+
+from parrot.engine.sampling_params import Constraint, GenerationChunk, SamplingParams, Usage
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 _ids = itertools.count(1)
 
 
 class CharTokenizer:
     eos_token_id = 0
+    chat_template = CHATML
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
+        assert not tokenize
+        return jinja2.Template(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(c) for c in text]
@@ -90,18 +109,41 @@ class FakeEngine:
         ctx.token_ids += token_ids
         self.counters.num_prefill_tokens += len(token_ids)
 
+    def compile(self, sampling: SamplingParams) -> Constraint | None:
+        """Like Engine.compile: a ValueError naming what is wrong with a bad constraint."""
+        c = sampling.constraint
+        if c is not None and c.kind == "regex":
+            try:
+                re.compile(c.spec)
+            except re.error as e:
+                raise ValueError(f"invalid regex: {e}") from None
+        elif c is not None and c.kind in ("json_schema", "choice"):
+            json.loads(c.spec)
+        return c
+
     async def generate(self, ctx: FakeContext, sampling: SamplingParams, priority=1):
         self._check_len(ctx, sampling.max_tokens)
         self.log.append(("generate", ctx.id, len(ctx.token_ids), int(priority), time.time()))
         prompt = len(ctx.token_ids)
-        text = self.expected(ctx.token_ids, sampling.max_tokens)
+        canned = self.constrained_text(sampling.constraint)
+        text = canned if canned is not None else self.expected(ctx.token_ids, sampling.max_tokens)
         for i, ch in enumerate(text):
             await asyncio.sleep(self.step_s)
             ctx.token_ids.append(ord(ch))
             self.counters.num_decode_tokens += 1
             last = i == len(text) - 1
             usage = Usage(prompt, 0, len(text)) if last else None
-            yield GenerationChunk([ord(ch)], ch, "length" if last else None, usage)
+            finish = None if not last else "length" if canned is None else "stop"
+            yield GenerationChunk([ord(ch)], ch, finish, usage)
+
+    @staticmethod
+    def constrained_text(constraint: Constraint | None) -> str | None:
+        if constraint is None or constraint.kind not in ("choice", "json_schema"):
+            return None
+        spec = json.loads(constraint.spec)
+        if constraint.kind == "choice":
+            return spec[0]
+        return json.dumps(spec["examples"][0]) if spec.get("examples") else "{}"
 
     def free(self, ctx: FakeContext) -> None:
         assert not ctx.is_freed, "double free"

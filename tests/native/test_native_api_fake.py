@@ -88,7 +88,7 @@ async def test_set_then_get_and_stream(client):
                  "outputs": {"y": {"sampling": {"max_tokens": -3}}}}]}, 400, "max_tokens"),
     ({"calls": [{"template": T, "inputs": {"x": "a"},
                  "outputs": {"y": {"sampling": {"nucleus": 1}}}}]}, 400, "unknown sampling"),
-    ({"calls": [{"kind": "magic"}]}, 400, "must be 'llm' or 'join'"),
+    ({"calls": [{"kind": "magic"}]}, 400, "must be 'llm', 'join' or 'project'"),
     ({"calls": [llm("bad id!", "a", "o")]}, 400, "calls[0].id must be"),
 ])
 async def test_bad_calls_are_4xx_and_server_keeps_serving(client, body, status, needle):
