@@ -8,21 +8,27 @@
 One code path: every call streams (server-sent events, usage included); `_generate` and
 `_agenerate` aggregate the streamed chunks. Sync calls use `urllib`, async calls aiohttp.
 Messages are sent as text (images and other blocks are refused: the served models read
-text). Tools, structured output and JSON mode are not offered: the server has none.
+text). Tools (`bind_tools`, docs/langchain-tools.md), structured output
+(`with_structured_output`, structured_output.py) and logprobs (`logprobs=True`,
+`top_logprobs=k`, in `response_metadata["logprobs"]`) follow langchain-openai.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 
 from langchain_parrot.client_params import ParrotClientParams
 from langchain_parrot.messages import to_openai_messages, usage_metadata
+from langchain_parrot.structured_output import Method, SchemaLike, structured_output
+from langchain_parrot.tools import ToolChoice, ToolLike, openai_tools, tool_choice_field
 from langchain_parrot.transport import Delta, StreamSummary, astream_deltas, stream_deltas
 
 CHAT_PATH = "/v1/chat/completions"
@@ -33,11 +39,16 @@ class ChatParrot(ParrotClientParams, BaseChatModel):
 
     Setup: `pip install parrot-serve[langchain]`, then `parrot serve`.
     Key init args: `base_url` (env `PARROT_BASE_URL`), `api_key` (env `PARROT_API_KEY`),
-    `model`, `temperature`, `max_tokens`, `top_p`, `seed`, `stop`, `timeout`, `max_retries`.
+    `model`, `temperature`, `max_tokens`, `top_p`, `seed`, `stop`, `timeout`, `max_retries`,
+    `logprobs`, `top_logprobs`.
     """
 
     streaming: bool = False
     """Stream through callbacks when invoked (LangChain convention)."""
+    logprobs: bool | None = None
+    """Return the answer tokens' log probabilities (`response_metadata["logprobs"]`)."""
+    top_logprobs: int | None = None
+    """With `logprobs`: also the k (0..20) most likely tokens at each position."""
 
     @property
     def _llm_type(self) -> str:
@@ -50,6 +61,28 @@ class ChatParrot(ParrotClientParams, BaseChatModel):
         if stop is None and self.stop:
             params["ls_stop"] = self.stop
         return params
+
+    def bind_tools(self, tools: Sequence[ToolLike], *, tool_choice: ToolChoice = None,
+                   strict: bool | None = None, parallel_tool_calls: bool | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """This model with OpenAI `tools` (and `tool_choice`) on every request (tools.py)."""
+        formatted = openai_tools(tools, strict=strict)
+        choice = tool_choice_field(tool_choice, formatted)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(self, schema: SchemaLike | None = None, *,
+                               method: Method = "json_schema", include_raw: bool = False,
+                               strict: bool | None = None,
+                               **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into `schema` (pydantic: instances, else dicts); see
+        structured_output.py for the methods."""
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {sorted(kwargs)}")
+        return structured_output(self, schema, method, include_raw, strict)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
@@ -90,15 +123,23 @@ class ChatParrot(ParrotClientParams, BaseChatModel):
     def _chat_body(self, messages: list[BaseMessage], stop: list[str] | None,
                    kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs.pop("stream", None)  # LangChain's own switch, not a request field
-        return {**self._request_body(stop, **kwargs),
+        settings = {"logprobs": self.logprobs, "top_logprobs": self.top_logprobs}
+        return {**self._request_body(stop, **{**settings, **kwargs}),
                 "messages": to_openai_messages(messages)}
 
 
 def _text_chunk(delta: Delta, summary: StreamSummary) -> ChatGenerationChunk | None:
+    """A delta's text, tool calls and logprobs as a chunk (None when it carries none)."""
     summary.add(delta)
-    if not delta.text:
+    if not (delta.text or delta.tool_calls or delta.logprobs):
         return None
-    return ChatGenerationChunk(message=AIMessageChunk(content=delta.text))
+    calls = [tool_call_chunk(name=(c.get("function") or {}).get("name"),
+                             args=(c.get("function") or {}).get("arguments"),
+                             id=c.get("id"), index=c.get("index"))
+             for c in delta.tool_calls or ()]
+    info = {"logprobs": delta.logprobs} if delta.logprobs else None
+    message = AIMessageChunk(content=delta.text, tool_call_chunks=calls)
+    return ChatGenerationChunk(message=message, generation_info=info)
 
 
 def _last_chunk(summary: StreamSummary) -> ChatGenerationChunk:

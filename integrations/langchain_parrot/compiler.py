@@ -1,7 +1,7 @@
 """LCEL to steps: what compiles into the Semantic-Variable program, and what splits it.
 
 Compiled: `RunnableSequence`, `RunnableParallel` (and dict literals), `RunnablePassthrough`
-and `.assign(...)`, `itemgetter(...)` / `RunnablePick`, `"sep".join`, `.map()`, prompt
+and `.assign(...)`, `itemgetter(...)` / `RunnablePick`, `"sep".join`, `as_list`, `.map()`, prompt
 templates, `StrOutputParser`, and `ChatParrot` / `ParrotLLM` (also `.bind(stop=...,
 temperature=..., max_tokens=..., top_p=..., seed=...)`) talking to the chain's Parrot server.
 Everything else (functions, `RunnableLambda`, other parsers and models, retries, fallbacks)
@@ -24,9 +24,9 @@ from langchain_core.runnables.passthrough import RunnableAssign, RunnablePick
 from langchain_parrot.chat_models import ChatParrot
 from langchain_parrot.client_params import OPENAI_DEFAULT_TEMPERATURE, SAMPLING_KEYS, ParrotClientParams
 from langchain_parrot.llms import ParrotLLM
-from langchain_parrot.steps import (AssignStep, ClientStep, EachStep, JoinStep, ModelStep,
-                                    ParallelStep, ParseStep, PassthroughStep, PickStep,
-                                    PromptStep, SequenceStep, Step)
+from langchain_parrot.steps import (AssignStep, ClientStep, EachStep, JoinStep, ListStep,
+                                    ModelStep, ParallelStep, ParseStep, PassthroughStep,
+                                    PickStep, PromptStep, SequenceStep, Step, as_list)
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the OpenAI default the server applies
 BINDABLE = frozenset({"stop", *SAMPLING_KEYS})
@@ -68,6 +68,9 @@ def model_sampling(model: ParrotClientParams, kwargs: dict[str, Any]) -> dict[st
     unknown = sorted(set(kwargs) - BINDABLE)
     if unknown:
         return f"bound argument(s) {unknown} are not compiled"
+    logprobs = getattr(model, "logprobs", None)
+    if logprobs is not None and logprobs is not False:  # ParrotLLM's 0 asks for logprobs
+        return "logprobs are not compiled"
     settings = {k: kwargs.get(k, getattr(model, k)) for k in BINDABLE}
     if settings["max_tokens"] is None:
         if isinstance(model, ChatParrot):
@@ -113,6 +116,8 @@ def _lambda(c: Compiler, r: RunnableLambda) -> Step | None:
     func = getattr(r, "func", None)
     if isinstance(func, operator.itemgetter):
         return PickStep(func)
+    if func is as_list:
+        return ListStep()
     if getattr(func, "__name__", None) == "join" and isinstance(getattr(func, "__self__", None),
                                                                  str):
         return JoinStep(func.__self__)

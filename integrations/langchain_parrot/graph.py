@@ -12,9 +12,10 @@ has not produced yet; static edges (fan-out, fan-in, sequences) need no values, 
 everything up to the next conditional edge is one program the server runs at once. A
 conditional edge's router, and any node that is a plain Python function, runs on the client
 on real values: the program splits there (`graph_runner.py` keeps LangGraph's superstep
-semantics). Graph features outside this model (checkpointers, `Send`, `Command`, deferred
-nodes, error handlers, non-TypedDict states) make the whole graph run plainly, with a
-warning.
+semantics). A router's `Send`s fan out (map-reduce): the mapped node's calls are planned
+together, so the map, a join of its results and the reduce are one program. Graph features
+outside this model (checkpointers, `Command`, deferred nodes, error handlers,
+non-TypedDict states) make the whole graph run plainly, with a warning.
 """
 from __future__ import annotations
 
@@ -31,16 +32,21 @@ from langchain_core.runnables.config import get_config_list
 from langchain_parrot.compiler import Compiler
 from langchain_parrot.graph_runner import GraphPlan, run_graph
 from langchain_parrot.runnable import ProgramRunner, run_sync, warn_client_steps
+from langchain_parrot.steps import as_list
 
 
-def parrot_node(prompt: BasePromptTemplate | str, llm: Runnable, output_key: str) -> Runnable:
+def parrot_node(prompt: BasePromptTemplate | str, llm: Runnable, output_key: str, *,
+                append: bool = False) -> Runnable:
     """A graph node that formats `prompt` from the state, calls `llm`, and writes the text to
-    `output_key`. A string prompt is a user message for a chat model, else a text template."""
+    `output_key`. A string prompt is a user message for a chat model, else a text template.
+    `append=True` writes `[text]`, for a list channel with an `operator.add` reducer (the map
+    node of a map-reduce fanned out by `Send`)."""
     if isinstance(prompt, str):
         is_chat = isinstance(getattr(llm, "bound", llm), BaseChatModel)
         prompt = (ChatPromptTemplate.from_messages([("user", prompt)]) if is_chat
                   else PromptTemplate.from_template(prompt))
-    return RunnableParallel({output_key: prompt | llm | StrOutputParser()})
+    chain = prompt | llm | StrOutputParser()
+    return RunnableParallel({output_key: chain | as_list if append else chain})
 
 
 class ParrotGraph(Runnable[dict, dict]):

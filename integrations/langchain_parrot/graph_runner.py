@@ -8,6 +8,12 @@ their targets in the next step; a conditional edge's router reads the state with
 node's own update applied. Routers need real values, so they materialize the state: the
 server runs everything planned so far first. A reducer other than list `operator.add` also
 gets real values (it may not be structural).
+
+A router may return `Send(node, arg)`s (map-reduce fan-out): each is a task of its own in
+the next step, running `node` on `arg` instead of the state. As in LangGraph, the edge-
+triggered tasks' updates apply first (by node name), then the Sends' in the order sent; so
+`[Send("map", {"item": x}) for x in items]` into a list channel with `operator.add` keeps
+the items' order, and the map calls are planned together: one program up to the next router.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from langchain_parrot.steps import RunContext, Step
 from langchain_parrot.symbols import is_symbolic
 
 DEFAULT_RECURSION_LIMIT = 25
+Task = str | Send  # a node triggered by edges (reads the state), or a Send (reads its arg)
 
 
 @dataclass
@@ -60,27 +67,33 @@ class _GraphRun:
     def program(self) -> Program:
         return self.ctx.program
 
-    async def step(self, names: list[str]) -> list[str]:
-        """Run `names` on the current state; apply their updates; the next step's nodes."""
+    async def step(self, tasks: list[Task]) -> list[Task]:
+        """Run `tasks` on the current state; apply their updates; the next step's tasks."""
         state = read(self.channels)
-        updates = await asyncio.gather(*(self.run_node(n, state) for n in names))
-        triggered: list[str] = []
-        for name, update in zip(names, updates):
-            triggered += await self.successors(name, update)
+        updates = await asyncio.gather(*(self.run_task(t, state) for t in tasks))
+        triggered: list[Task] = []
+        for task, update in zip(tasks, updates):
+            triggered += await self.successors(task_node(task), update)
         await self.write(self.channels, updates)
-        return list(dict.fromkeys(t for t in triggered if t != END))
+        return next_tasks(triggered)
 
-    async def run_node(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
-        update = await self.plan.nodes[name].run(self.ctx, dict(state))
+    async def run_task(self, task: Task, state: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(task, Send):
+            return await self.run_node(task.node, task.arg)
+        return await self.run_node(task, dict(state))
+
+    async def run_node(self, name: str, node_input: Any) -> dict[str, Any]:
+        update = await self.plan.nodes[name].run(self.ctx, node_input)
         if update is None:
             return {}
         if isinstance(update, (Command, Send)) or not isinstance(update, dict):
             raise InvalidUpdateError(f"Expected dict, got {update!r} (node {name!r}); "
-                                     "Command/Send are not compiled by langchain_parrot")
+                                     "a node returning Command is not compiled by "
+                                     "langchain_parrot")
         return {k: v for k, v in update.items() if k in self.channels}
 
-    async def successors(self, name: str, update: dict[str, Any]) -> list[str]:
-        targets = list(self.plan.edges.get(name, ()))
+    async def successors(self, name: str, update: dict[str, Any]) -> list[Task]:
+        targets: list[Task] = list(self.plan.edges.get(name, ()))
         for i, (starts, end) in enumerate(self.plan.joins):
             if name in starts:
                 seen = self.joins_seen.setdefault(i, set())
@@ -99,12 +112,13 @@ class _GraphRun:
         state = await self.program.materialize({**update, **read(local)})
         result = await branch.path.ainvoke(state, self.ctx.config)
         results = result if isinstance(result, (list, tuple)) else [result]
-        if any(isinstance(r, Send) for r in results):
-            raise NotImplementedError("langchain_parrot does not compile Send; run the graph "
-                                      "plainly")
-        targets = [branch.ends[r] if branch.ends else r for r in results]
+        targets = [r if isinstance(r, Send) else branch.ends[r] if branch.ends else r
+                   for r in results]
         if any(t is None or t == START for t in targets):
             raise ValueError("Branch did not return a valid destination")
+        for send in (t for t in targets if isinstance(t, Send)):
+            if send.node not in self.plan.nodes:
+                raise InvalidUpdateError(f"Invalid node name {send.node!r} in Send")
         return targets
 
     async def write(self, channels: dict[str, Any], updates: list[dict[str, Any]]) -> None:
@@ -115,6 +129,17 @@ class _GraphRun:
                                                                                  values):
                 values = await self.program.materialize(values)
             channel.update(values)
+
+
+def task_node(task: Task) -> str:
+    return task.node if isinstance(task, Send) else task
+
+
+def next_tasks(triggered: list[Task]) -> list[Task]:
+    """The next step's tasks in LangGraph's order of applying updates: the edge-triggered
+    nodes once each, by name, then every Send in the order sent."""
+    names = sorted({t for t in triggered if isinstance(t, str) and t != END})
+    return [*names, *(t for t in triggered if isinstance(t, Send))]
 
 
 def _is_structural(channel: BinaryOperatorAggregate, values: list[Any]) -> bool:
@@ -137,7 +162,7 @@ async def run_graph(plan: GraphPlan, program: Program, input: dict[str, Any],
     if not isinstance(input, dict):
         raise InvalidUpdateError(f"Expected dict input, got {input!r}")
     await run.write(run.channels, [{k: v for k, v in input.items() if k in run.channels}])
-    triggered = [t for t in await run.successors(START, {}) if t != END]
+    triggered = next_tasks(await run.successors(START, {}))
     limit = (config or {}).get("recursion_limit", DEFAULT_RECURSION_LIMIT)
     steps = 0
     while triggered:
@@ -145,5 +170,5 @@ async def run_graph(plan: GraphPlan, program: Program, input: dict[str, Any],
         if steps > limit:
             raise GraphRecursionError(f"Recursion limit of {limit} reached without hitting a "
                                       "stop condition.")
-        triggered = await run.step(sorted(triggered))
+        triggered = await run.step(triggered)
     return await program.materialize(read(run.channels, plan.output_keys))

@@ -8,7 +8,9 @@
 The prompt is sent as is (no chat template). One code path: every request streams;
 `_generate` aggregates the streamed chunks. Several prompts (`batch`, `generate`) go to the
 server in one request (64 at most each) and run concurrently there. `max_tokens=None` means
-the OpenAI default of 16 tokens.
+the OpenAI default of 16 tokens. `logprobs=k` puts the completions API's log probabilities
+(`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`) in each generation's
+`generation_info["logprobs"]`, as langchain-openai's `OpenAI` does.
 """
 from __future__ import annotations
 
@@ -32,8 +34,12 @@ class ParrotLLM(ParrotClientParams, BaseLLM):
     """Text-completion model on a Parrot server (OpenAI-compatible completions API).
 
     Key init args: `base_url` (env `PARROT_BASE_URL`), `api_key` (env `PARROT_API_KEY`),
-    `model`, `temperature`, `max_tokens`, `top_p`, `seed`, `stop`, `timeout`, `max_retries`.
+    `model`, `temperature`, `max_tokens`, `top_p`, `seed`, `stop`, `timeout`, `max_retries`,
+    `logprobs`.
     """
+
+    logprobs: int | None = None
+    """Log probabilities of each token and of the k most likely ones (0: the token's only)."""
 
     @property
     def _llm_type(self) -> str:
@@ -104,7 +110,7 @@ class ParrotLLM(ParrotClientParams, BaseLLM):
                            kwargs: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
         """(offset, request body) per slice of at most MAX_PROMPTS_PER_REQUEST prompts."""
         kwargs.pop("stream", None)
-        body = self._request_body(stop, **kwargs)
+        body = self._request_body(stop, **{"logprobs": self.logprobs, **kwargs})
         for offset in range(0, len(prompts), MAX_PROMPTS_PER_REQUEST):
             yield offset, {**body, "prompt": prompts[offset:offset + MAX_PROMPTS_PER_REQUEST]}
 
@@ -112,7 +118,10 @@ class ParrotLLM(ParrotClientParams, BaseLLM):
 def _text_chunk(delta: Delta, offset: int, summary: StreamSummary) -> Indexed | None:
     delta = delta._replace(index=delta.index + offset)
     summary.add(delta)
-    return (delta.index, GenerationChunk(text=delta.text)) if delta.text else None
+    if not (delta.text or delta.logprobs):
+        return None
+    info = {"logprobs": delta.logprobs} if delta.logprobs else None
+    return delta.index, GenerationChunk(text=delta.text, generation_info=info)
 
 
 def _last_chunk(summary: StreamSummary) -> GenerationChunk:
@@ -122,11 +131,12 @@ def _last_chunk(summary: StreamSummary) -> GenerationChunk:
 
 def _result(num_prompts: int, chunks: Iterator[Indexed] | list[Indexed],
             summary: StreamSummary) -> LLMResult:
-    """Each prompt's chunks summed into one generation; usage for the whole request."""
+    """Each prompt's chunks summed into one generation (logprobs concatenated); usage for
+    the whole request."""
     texts: list[GenerationChunk] = [GenerationChunk(text="") for _ in range(num_prompts)]
     for index, chunk in chunks:
         texts[index] += chunk
-    generations = [[GenerationChunk(text=t.text, generation_info=summary.metadata(i))]
-                   for i, t in enumerate(texts)]
+    generations = [[GenerationChunk(text=t.text, generation_info={
+        **(t.generation_info or {}), **summary.metadata(i)})] for i, t in enumerate(texts)]
     return LLMResult(generations=generations, llm_output={
         "token_usage": summary.usage or {}, "model_name": summary.model or ""})

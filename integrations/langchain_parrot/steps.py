@@ -94,6 +94,18 @@ class JoinStep(Step):
         return ctx.program.plan_join(parts, self.sep)
 
 
+def as_list(value: Any) -> list[Any]:
+    """`[value]`: a node's text for a list channel with an `operator.add` reducer."""
+    return [value]
+
+
+class ListStep(Step):
+    """`RunnableLambda(as_list)`: structural, a planned value is wrapped, not waited for."""
+
+    async def run(self, ctx: RunContext, value: Any) -> list[Any]:
+        return as_list(value)
+
+
 @dataclass
 class EachStep(Step):
     """`runnable.map()`: the inner steps on every item, all planned at once."""

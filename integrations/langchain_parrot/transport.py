@@ -32,13 +32,16 @@ class ParrotAPIError(Exception):
 
 
 class Delta(NamedTuple):
-    """One streamed event: a piece of text, and on the last events finish reason and usage."""
+    """One streamed event of choice `index`: a piece of text (with its tokens' logprobs when
+    asked for), whole tool calls, and on the last events finish reason and usage."""
 
     index: int
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
     model: str | None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI `delta.tool_calls`
+    logprobs: dict[str, Any] | None = None  # the choice's `logprobs` for this chunk
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ def _parse_line(line: str) -> list[Delta] | None:
         error = data["error"] or {}
         raise ParrotAPIError(int(data.get("status", 500)), error.get("message", str(error)))
     model, usage = data.get("model"), data.get("usage")
-    deltas = [Delta(c.get("index", 0), _choice_text(c), c.get("finish_reason"), None, model)
+    deltas = [Delta(c.get("index", 0), _choice_text(c), c.get("finish_reason"), None, model,
+                    (c.get("delta") or {}).get("tool_calls"), c.get("logprobs"))
               for c in data.get("choices") or ()]
     if usage:
         deltas.append(Delta(0, "", None, usage, model))

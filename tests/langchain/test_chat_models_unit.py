@@ -23,13 +23,8 @@ class TestChatParrotUnit(ChatModelUnitTests):
         env = {"PARROT_BASE_URL": "http://parrot.test:8000", "PARROT_API_KEY": "secret"}
         return env, {}, {"base_url": "http://parrot.test:8000", "api_key": "secret"}
 
-    @property
-    def has_tool_calling(self) -> bool:
-        return False  # a 135M model cannot call tools; the server has no tools API
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
+    # Tool calling, tool choice and structured output: detected from bind_tools /
+    # with_structured_output being overridden (langchain-tests' defaults).
 
 
 def test_request_body_merges_settings_and_call_overrides():

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import operator
 import warnings
+from operator import itemgetter
 from typing import Annotated, TypedDict
 
 import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 
 from langchain_parrot import ChatParrot, ParrotLLM, compile_graph, parrot_node
 
@@ -87,3 +92,46 @@ def test_unsupported_graph_runs_plainly(chat):
     with pytest.warns(UserWarning, match="runs plainly"):
         compiled = compile_graph(builder)
     assert compiled.invoke({"x": "hi"}) == {"x": "hi!"}
+
+
+class MapReduce(TypedDict, total=False):
+    items: list[str]
+    item: str
+    summaries: Annotated[list, operator.add]
+    final: str
+
+
+def map_reduce(chat: ChatParrot) -> StateGraph:
+    """A router fans out one `Send("map", ...)` per item; a reduce node joins the results."""
+    reduce_prompt = ChatPromptTemplate.from_messages(
+        [("user", "Notes:\n{summaries}\nOne title for all of them:")])
+    joined = {"summaries": RunnableLambda(itemgetter("summaries")) | "\n".join}
+    builder = StateGraph(MapReduce)
+    builder.add_node("map", parrot_node("Five words about {item}:", chat, "summaries",
+                                        append=True))
+    builder.add_node("reduce", RunnableParallel(
+        final=joined | reduce_prompt | chat | StrOutputParser()))
+    builder.add_conditional_edges(
+        START, lambda state: [Send("map", {"item": x}) for x in state["items"]], ["map"])
+    builder.add_edge("map", "reduce")
+    builder.add_edge("reduce", END)
+    return builder
+
+
+def test_send_fan_out_is_one_program(chat):
+    builder = map_reduce(chat)
+    compiled = compiled_quietly(builder)
+    inputs = {"items": ["owls", "tea", "rain"]}
+    plain = builder.compile().invoke(inputs)
+    assert compiled.invoke(inputs) == plain
+    assert len(plain["summaries"]) == 3 and plain["final"]
+    graph = compiled.last_graph
+    assert sorted(c["kind"] for c in graph["calls"]) == ["llm"] * 4 + ["render"]  # + join
+    assert is_one_program(graph)
+
+
+def is_one_program(graph: dict) -> bool:
+    """Was every call submitted before the first value was fetched (no client split)?"""
+    whats = [r["what"] for r in graph["requests"]]
+    first_get = next(i for i, w in enumerate(whats) if w.startswith("get"))
+    return not any(w in ("add_variables", "submit_calls") for w in whats[first_get:])
