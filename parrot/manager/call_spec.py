@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from parrot.engine.sampling_params import SamplingParams
+from parrot.engine.sampling_params import Constraint, SamplingParams
 from parrot.manager.call import Binding, Call, CallKind, VarRef
 from parrot.manager.chat_render import RenderChat, lower_roles
 from parrot.manager.constraint_spec import constraint_key, parse_constraint
@@ -157,12 +157,10 @@ def _output_sampling(spec: dict, defaults: dict, where: str, env: SpecContext,
     constraint = parse_constraint(spec, where)
     inherited = {k: v for k, v in defaults.items() if not (constraint and k == "stop")}
     settings = {**inherited, **_object(spec.get("sampling") or {}, f"{where}.sampling")}
-    if constraint is not None:
-        settings["constraint"] = constraint
-    elif block_stop is not None:
+    if constraint is None and block_stop is not None:
         stop = settings.get("stop") or []
         settings["stop"] = [*([stop] if isinstance(stop, str) else stop), block_stop]
-    params = sampling_params(settings, f"{where}.sampling")
+    params = sampling_params(settings, f"{where}.sampling", constraint)
     if constraint is not None and env.compile is not None:
         _compile(env.compile, params, f"{where}.{constraint_key(spec, where)}")
     return params
@@ -175,12 +173,13 @@ def _compile(compile: Compile, params: SamplingParams, where: str) -> None:
         raise BadRequest(f"{where}: {e}", param=where) from None
 
 
-def sampling_params(settings: dict, where: str) -> SamplingParams:
+def sampling_params(settings: dict, where: str,
+                    constraint: Constraint | None = None) -> SamplingParams:
     unknown = sorted(set(settings) - _SAMPLING_FIELDS)
     if unknown:
         raise BadRequest(f"{where}: unknown sampling field(s) {unknown}", param=where)
     try:
-        return SamplingParams(**settings)
+        return SamplingParams(**settings, constraint=constraint)
     except (TypeError, ValueError) as e:
         raise BadRequest(f"{where}: {e}", param=where) from None
 

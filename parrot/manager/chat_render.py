@@ -52,11 +52,18 @@ def lower_roles(template: Template, render: RenderChat | None) -> Lowered:
     messages = [{"role": b.role, "content": _content(b, slots)} for b in blocks]
     full = _render(render, messages, False)
     for k, block in enumerate(blocks):
-        if _has_output(block) and not full.startswith(_render(render, messages[:k], True)):
-            raise BadRequest("the chat template renders an assistant turn differently from its "
-                             "generation prompt; role blocks cannot be used with it")
+        if _has_output(block):
+            _check_turn(full, _render(render, messages[:k], True), messages[k]["content"])
     pieces = _split(full, slots)
     return Lowered(Template.from_pieces(pieces), _stops(blocks))
+
+
+def _check_turn(full: str, generation_prompt: str, content: str) -> None:
+    """The assistant turn's content must follow the generation prompt directly in `full`."""
+    opening = content[:_SENTINEL.search(content).end()]
+    if not full.startswith(generation_prompt + opening):
+        raise BadRequest("the chat template renders an assistant turn differently from its "
+                         "generation prompt; role blocks cannot be used with it")
 
 
 def _through_last_output(blocks: list[Block]) -> list[Block]:
