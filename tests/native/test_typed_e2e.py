@@ -13,6 +13,8 @@ pytestmark = pytest.mark.e2e
 
 
 class Person(BaseModel):
+    model_config = {"extra": "forbid"}  # additionalProperties: false, or the model may add some
+
     name: str
     age: int
 
