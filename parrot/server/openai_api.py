@@ -1,6 +1,7 @@
 """Handlers of the OpenAI-compatible API: parse, run on an engine, shape the answer."""
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from contextlib import aclosing
@@ -8,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from parrot.engine import EngineInputError, SamplingParams
+from parrot.engine.sampling_params import Constraint
 from parrot.manager import ManagerError
 from parrot.server.errors import ApiError
 from parrot.server.generation import generate_choices
 from parrot.server.keys import CONFIG, ENGINES, MANAGER, METRICS
 from parrot.server.openai_protocol import (GenerationOptions, parse_chat_request,
                                            parse_completion_request)
+from parrot.server.logprobs import LogprobsRenderer
 from parrot.server.openai_responses import ChatShape, CompletionShape, Tally
 from parrot.server.prompts import (
     chat_token_ids,
@@ -22,6 +26,7 @@ from parrot.server.prompts import (
     fit_max_tokens,
 )
 from parrot.server.sse import stream_sse
+from parrot.server.tools import ToolSet
 from parrot.server.validation import read_json_object
 
 if TYPE_CHECKING:
@@ -38,7 +43,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     model = served_model(request.app, req.options.model)
     tokenizer = request.app[ENGINES][0].tokenizer
     prompts = [completion_token_ids(tokenizer, p) for p in req.prompts]
-    return await _serve(request, prompts, req.options, CompletionShape(model), started,
+    shape = CompletionShape(model, _renderer(tokenizer, req.options))
+    return await _serve(request, prompts, req.options, shape, started,
                         default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS, prompt_param="prompt")
 
 
@@ -46,9 +52,31 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     req = parse_chat_request(await read_json_object(request), max_n=request.app[CONFIG].max_n)
     model = served_model(request.app, req.options.model)
-    prompts = [chat_token_ids(request.app[ENGINES][0].tokenizer, req.messages)]
-    return await _serve(request, prompts, req.options, ChatShape(model), started,
+    engine = request.app[ENGINES][0]
+    _check_tool_schemas(engine, req.tools)
+    prompts = [chat_token_ids(engine.tokenizer, req.messages, req.tools)]
+    shape = ChatShape(model, _renderer(engine.tokenizer, req.options), req.tools)
+    return await _serve(request, prompts, req.options, shape, started,
                         default_max_tokens=None, prompt_param="messages")
+
+
+def _renderer(tokenizer: Any, options: GenerationOptions) -> LogprobsRenderer | None:
+    return None if options.sampling.logprobs is None else LogprobsRenderer(tokenizer)
+
+
+def _check_tool_schemas(engine: Engine, tools: ToolSet) -> None:
+    """400 naming the tool whose parameters are no valid JSON schema (compiled and cached,
+    so a required call's grammar reuses the work)."""
+    for i, tool in enumerate(tools.tools if tools.active else ()):
+        schema = Constraint("json_schema", json.dumps(tool.parameters))
+        _compile(engine, SamplingParams(constraint=schema), f"tools[{i}].function.parameters")
+
+
+def _compile(engine: Engine, sampling: SamplingParams, param: str | None) -> None:
+    try:
+        engine.compile(sampling)
+    except EngineInputError as e:
+        raise ApiError(f"'{param}': {e}" if param else str(e), param=param) from None
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -94,6 +122,7 @@ async def _serve(request: web.Request, prompts: list[list[int]], options: Genera
     for limit in max_tokens:
         options.sampling_for(limit, 0)  # surface min_tokens > max_tokens before any work
     check_token_ids(engine.tokenizer, options.sampling.stop_token_ids, "stop_token_ids")
+    _compile(engine, options.sampling, options.constraint_param)
     _admit(request, len(prompts) * options.n)
 
     def sampling_for(prompt_index: int, choice: int):

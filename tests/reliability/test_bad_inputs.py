@@ -88,7 +88,13 @@ CASES = [
          param="stop_token_ids"),
     Case("min_tokens above max_tokens", "POST", C, {"prompt": "a", "max_tokens": 2,
                                                     "min_tokens": 5}, param="min_tokens"),
-    Case("logprobs", "POST", C, {"prompt": "a", "logprobs": 2}, param="logprobs"),
+    Case("logprobs beyond 20", "POST", C, {"prompt": "a", "logprobs": 50}, param="logprobs"),
+    Case("invalid regex", "POST", C, {"prompt": "a", "guided_regex": "(("},
+         param="guided_regex", contains="invalid regex"),
+    Case("invalid grammar", "POST", C, {"prompt": "a", "structured_outputs": {
+        "grammar": "start: nowhere"}}, param="structured_outputs.grammar"),
+    Case("two constraints", "POST", C, {"prompt": "a", "guided_regex": "a",
+                                        "guided_choice": ["b"]}, param="guided_choice"),
     Case("stream not boolean", "POST", C, {"prompt": "a", "stream": "yes"}, param="stream"),
     Case("unknown model", "POST", C, {"prompt": "a", "model": "gpt-4"}, 404, "model"),
     Case("prompt longer than the context", "POST", C, {"prompt": "word " * (2 * MAX_MODEL_LEN)},
@@ -106,8 +112,31 @@ CASES = [
          raw=b'{"messages": [{"role": "user", "content": "\\udc80"}]}'),
     Case("chat max_completion_tokens", "POST", CHAT,
          {"messages": USER, "max_completion_tokens": -1}, param="max_completion_tokens"),
-    Case("chat tools", "POST", CHAT, {"messages": USER, "tools": [{"type": "function"}]},
-         param="tools"),
+    Case("chat tool without function", "POST", CHAT,
+         {"messages": USER, "tools": [{"type": "function"}]}, param="tools[0]"),
+    Case("chat tool parameters not an object", "POST", CHAT, {"messages": USER, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+         param="tools[0].function.parameters"),
+    Case("chat tool parameters invalid schema", "POST", CHAT, {"messages": USER, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"x": {"type": "bogus"}}}}}]},
+         param="tools[0].function.parameters", contains="bogus"),
+    Case("chat tool_choice unknown function", "POST", CHAT, {"messages": USER, "tools": [
+        {"type": "function", "function": {"name": "f"}}],
+        "tool_choice": {"type": "function", "function": {"name": "g"}}}, param="tool_choice"),
+    Case("chat tool_choice required without tools", "POST", CHAT,
+         {"messages": USER, "tool_choice": "required"}, param="tool_choice"),
+    Case("chat response_format schema invalid", "POST", CHAT, {"messages": USER,
+         "response_format": {"type": "json_schema", "json_schema": {
+             "name": "x", "schema": {"type": "bogus"}}}}, param="response_format"),
+    Case("chat response_format unknown type", "POST", CHAT,
+         {"messages": USER, "response_format": {"type": "yaml"}}, param="response_format.type"),
+    Case("chat top_logprobs without logprobs", "POST", CHAT,
+         {"messages": USER, "top_logprobs": 2}, param="top_logprobs"),
+    Case("chat tool call arguments not JSON", "POST", CHAT, {"messages": [
+        *USER, {"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}]}]},
+         param="messages[1].tool_calls[0].function.arguments"),
     Case("chat long prompt", "POST", CHAT,
          {"messages": [{"role": "user", "content": "word " * (2 * MAX_MODEL_LEN)}]},
          param="messages", contains="context length"),

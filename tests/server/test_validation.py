@@ -89,7 +89,8 @@ def test_bad_prompts(prompt):
     ("presence_penalty", -2.5), ("presence_penalty", "x"), ("frequency_penalty", 2.01),
     ("frequency_penalty", -3), ("repetition_penalty", 0), ("repetition_penalty", -1),
     ("repetition_penalty", 2.5), ("repetition_penalty", "x"),
-    ("logprobs", 2), ("echo", True), ("response_format", {"type": "json_object"}),
+    ("logprobs", 21), ("logprobs", True), ("echo", True), ("guided_regex", 5),
+    ("guided_choice", "yes"), ("guided_json", 3), ("structured_outputs", "json"),
 ])
 def test_bad_fields_name_the_field(field, value):
     assert_rejects(completion, field, **{field: value})
