@@ -199,7 +199,8 @@ def _parse_join(spec: dict, where: str, new_id: NewId) -> Call:
     template = Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")])
     inputs = {f"p{i}": _binding(p, f"{where}.parts[{i}]") for i, p in enumerate(parts)}
     return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs,
-                {"out": _output_var(spec, where, new_id)}, name=_optional_str(spec.get("name"), f"{where}.name") or "join",
+                {"out": _output_var(spec, where, new_id)},
+                name=_optional_str(spec.get("name"), f"{where}.name") or "join",
                 kind=CallKind.RENDER)
 
 

@@ -3,8 +3,8 @@
 A call may run only once it is *active*: it is eager, or a `get` reached one of its outputs
 directly or through downstream calls. `request` walks backwards from the requested
 variable, activating producers and handing them the strongest criteria seen
-(LATENCY > THROUGHPUT > none). Calls with no model (joins, projections) are transparent: the model calls on either
-side of a join see each other as producer and consumer.
+(LATENCY > THROUGHPUT > none). Calls with no model (joins, projections) are transparent: the
+model calls on either side of one see each other as producer and consumer.
 
 Task groups: the model calls that feed one consumer are siblings; the consumer can start only
 when the slowest of them finishes, so they are scheduled together as a group.
