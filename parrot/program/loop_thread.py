@@ -26,12 +26,16 @@ class LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def is_current(self) -> bool:
+        """True on the loop's own thread (where a blocking call would deadlock)."""
+        return threading.current_thread() is self._thread
+
     def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run `coro` on the background loop and block until it finishes."""
-        if threading.current_thread() is self._thread:
+        if self.is_current():
             coro.close()
             raise RuntimeError("blocking Parrot call made on the client's own loop thread")
         return self.submit(coro).result(timeout)

@@ -9,6 +9,11 @@
 Building the graph never blocks: calls and variables are queued and sent in order, batched,
 by the background loop; `get`/`set`/leaving the block send whatever is still queued first.
 The active session is a contextvar, so concurrent asyncio tasks may use different sessions.
+
+The session opens lazily, with the first operation that needs the server, and that request
+carries the queued graph. When that operation is a `get` of a variable that every queued call
+feeds, open, graph and `get` travel in ONE request (`upstream.py`): a one-call program costs
+one round trip. A session that never needed the server sends nothing.
 """
 from __future__ import annotations
 
@@ -22,13 +27,14 @@ from parrot.program.client import shared_client
 from parrot.program.criteria import Criteria
 from parrot.program.errors import NoSessionError, ServerError
 from parrot.program.loop_thread import background
+from parrot.program.queued import Op, batches, has_eager, only_feeds, opening_body
 from parrot.program.variable import SemanticVariable
 
 if TYPE_CHECKING:
     from parrot.program.function import SemanticFunction
 
 _current: ContextVar["Session | None"] = ContextVar("parrot_session", default=None)
-_BATCH_PATHS = {"variables": "/variables", "calls": "/calls"}
+_BATCH_PATHS = {"variables": "/variables", "calls": "/calls"}  # the kinds of an Op
 
 
 def current_session() -> "Session":
@@ -37,7 +43,7 @@ def current_session() -> "Session":
         raise NoSessionError("no active Parrot session: call semantic functions inside "
                              "`with P.Session(url):` or `async with P.Session(url):`")
     if session.is_closed:
-        raise NoSessionError(f"Parrot session {session.id} is closed")
+        raise NoSessionError(f"Parrot session {session._id} is closed")
     return session
 
 
@@ -49,20 +55,27 @@ class Session:
         self.idle_timeout = idle_timeout
         self.timeout = timeout
         self.background = background()
-        self.id: str | None = None
         self.is_closed = False
+        self._id: str | None = None  # the server's, once opened
         self._token: str | None = None
-        self._ops: list[tuple[str, dict]] = []
+        self._ops: list[Op] = []
         self._ops_lock = threading.Lock()
         self._is_flush_scheduled = False
         self._ids = itertools.count(1)
-        self._flush_lock: asyncio.Lock | None = None
+        self._flush_lock = asyncio.Lock()  # used on the background loop only
         self._error: ServerError | None = None
         self._bindings: list[Token] = []
 
     # -- lifetime -------------------------------------------------------------------------
-    def __enter__(self) -> "Session":
-        self.open()
+    @property
+    def id(self) -> str | None:
+        """The server's session id. Asking opens the session if it is not open yet (a
+        blocking request; async code that needs it early awaits `aopen()` first)."""
+        if self._id is None and not self.is_closed and not self.background.is_current():
+            self.open()
+        return self._id
+
+    def __enter__(self) -> "Session":  # opens lazily: see the module docstring
         self._bindings.append(_current.set(self))
         return self
 
@@ -75,7 +88,6 @@ class Session:
                 raise
 
     async def __aenter__(self) -> "Session":
-        await self.aopen()
         self._bindings.append(_current.set(self))
         return self
 
@@ -88,10 +100,11 @@ class Session:
                 raise
 
     def open(self) -> None:
-        self.background.run(self._open())
+        """Open the session on the server now (with what is queued), if it is not open."""
+        self.background.run(self._flush())
 
     async def aopen(self) -> None:
-        await self.background.arun(self._open())
+        await self.background.arun(self._flush())
 
     def close(self) -> None:
         self.background.run(self._close())
@@ -149,10 +162,10 @@ class Session:
 
     def graph(self) -> dict:
         """The server's view of this session's calls and variables (debugging)."""
-        return self.background.run(self._request("GET", "/graph"))
+        return self.background.run(self._graph())
 
     async def agraph(self) -> dict:
-        return await self.background.arun(self._request("GET", "/graph"))
+        return await self.background.arun(self._graph())
 
     def _new_variable(self, name: str | None) -> SemanticVariable:
         return SemanticVariable(self, f"v{next(self._ids)}", name)
@@ -163,7 +176,7 @@ class Session:
 
     def _enqueue(self, kind: str, spec: dict) -> None:
         if self.is_closed:
-            raise NoSessionError(f"Parrot session {self.id} is closed")
+            raise NoSessionError(f"Parrot session {self._id} is closed")
         with self._ops_lock:
             self._ops.append((kind, spec))
             schedule, self._is_flush_scheduled = not self._is_flush_scheduled, True
@@ -175,10 +188,14 @@ class Session:
                     timeout: float | None) -> str:
         if sv.value is not None:
             return sv.value
-        await self._flush()
         wait = self.timeout if timeout is None else timeout
-        params = {"criteria": Criteria.parse(criteria).value, "timeout": str(wait)}
-        body = await self._request("GET", f"/variables/{sv.id}", params=params, timeout=wait + 30)
+        get = {"criteria": Criteria.parse(criteria).value, "timeout": wait}
+        body = await self._open_with_get(sv, get)
+        if body is None:  # open already (or opening otherwise): the usual GET
+            await self._flush()
+            params = {**get, "timeout": str(wait)}
+            body = await self._request("GET", f"/variables/{sv.id}", params=params,
+                                       timeout=wait + 30)
         sv._resolve(body["value"])
         return body["value"]
 
@@ -192,7 +209,7 @@ class Session:
             yield sv.value
             return
         await self._flush()
-        url = f"{self.url}/v1/sessions/{self.id}/variables/{sv.id}/stream"
+        url = f"{self.url}/v1/sessions/{self._id}/variables/{sv.id}/stream"
         params = {"criteria": Criteria.parse(criteria).value}
         events = shared_client().events(url, params=params, headers=self._headers())
         async for event, data in events:
@@ -205,47 +222,99 @@ class Session:
                 raise ServerError.from_body(int(data.get("status", 422)), data)
 
     async def _flush(self) -> None:
-        """Send every queued call and variable, in order; raise the first refusal."""
+        """Send every queued call and variable, in order (opening the session with them if it
+        is not open yet); raise the first refusal."""
         async with self._flush_lock:
             with self._ops_lock:
                 ops, self._ops = self._ops, []
             if self._error is None:
                 try:
-                    for kind, batch in _batches(ops):
-                        await self._request("POST", _BATCH_PATHS[kind], json_body={kind: batch})
+                    if self._id is None:
+                        await self._open(ops)
+                    else:
+                        await self._send(ops)
                 except ServerError as e:
                     self._error = e
             if self._error is not None:
                 raise self._error
 
+    async def _send(self, ops: list[Op]) -> None:
+        for kind, batch in batches(ops):
+            await self._request("POST", _BATCH_PATHS[kind], json_body={kind: batch})
+
     def _flush_soon(self) -> None:
         with self._ops_lock:
             self._is_flush_scheduled = False
+            if self._id is None and not self._flush_lock.locked() and not has_eager(self._ops):
+                return  # not open: the first operation that needs the server opens it
         task = asyncio.ensure_future(self._flush())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # kept in _error
 
-    async def _open(self) -> None:
-        self._flush_lock = asyncio.Lock()
-        body = {} if self.idle_timeout is None else {"idle_timeout": self.idle_timeout}
-        reply = await shared_client().request("POST", f"{self.url}/v1/sessions", json_body=body,
-                                              headers=self._headers())
-        self.id, self._token = reply["session_id"], reply["token"]
+    async def _open(self, ops: list[Op], get: dict | None = None) -> dict:
+        """POST /v1/sessions with the queued `ops` (and a `get`): the session's first request."""
+        body: dict[str, Any] = opening_body(ops)
+        if self.idle_timeout is not None:
+            body["idle_timeout"] = self.idle_timeout
+        if get is not None:
+            body["get"] = get
+        timeout = None if get is None else get["timeout"] + 30
+        try:
+            reply = await shared_client().request("POST", f"{self.url}/v1/sessions",
+                                                  json_body=body, headers=self._headers(),
+                                                  timeout=timeout)
+        except ServerError as e:
+            self._adopt(e.body)  # a failed `get` still opened the session
+            raise
+        self._adopt(reply)
+        return reply
+
+    async def _open_with_get(self, sv: SemanticVariable, get: dict) -> dict | None:
+        """Open, the queued graph and `get` of `sv` in one request, if this is the session's
+        first server operation and every queued call feeds `sv`; else None (nothing sent)."""
+        if self._id is not None or self._error is not None or self._flush_lock.locked():
+            return None
+        async with self._flush_lock:
+            with self._ops_lock:
+                if self._id is not None or not only_feeds(self._ops, sv.id):
+                    return None
+                ops, self._ops = self._ops, []
+            try:
+                return await self._open(ops, {"var": sv.id, **get})
+            except ServerError as e:
+                if self._id is None:  # refused before it opened: nothing of it remains
+                    self._error = e
+                raise
+
+    def _adopt(self, body: Any) -> None:
+        if isinstance(body, dict) and isinstance(body.get("session_id"), str):
+            self._id, self._token = body["session_id"], body.get("token")
+
+    async def _graph(self) -> dict:
+        if self._id is None:
+            await self._flush()
+        return await self._request("GET", "/graph")
 
     async def _close(self) -> None:
-        if self.is_closed or self.id is None:
+        if self.is_closed:
             return
         try:
-            await self._flush()
+            if self._id is not None or self._ops or self._error is not None:
+                await self._flush()  # queued work is still sent: a refusal shows here
         finally:
             self.is_closed = True
-            try:
-                await self._request("DELETE", "")
-            except ServerError as e:
-                if e.status != 404:  # 404: the server already closed it (idle timeout)
-                    raise
+            if self._id is not None:
+                await self._delete()
+
+    async def _delete(self) -> None:
+        try:
+            await self._request("DELETE", "")
+        except ServerError as e:
+            if e.status != 404:  # 404: the server already closed it (idle timeout)
+                raise
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict:
-        url = f"{self.url}/v1/sessions/{self.id}{path}"
+        assert self._id is not None, "the session is opened before any request under it"
+        url = f"{self.url}/v1/sessions/{self._id}{path}"
         return await shared_client().request(method, url, headers=self._headers(), **kwargs)
 
     def _headers(self) -> dict[str, str]:
@@ -257,9 +326,3 @@ class Session:
 
 def _binding(value: Any) -> Any:
     return {"var": value.id} if isinstance(value, SemanticVariable) else str(value)
-
-
-def _batches(ops: list[tuple[str, dict]]) -> list[tuple[str, list[dict]]]:
-    """Consecutive ops of one kind merged into one request, order kept."""
-    return [(kind, [spec for _, spec in group])
-            for kind, group in itertools.groupby(ops, key=lambda op: op[0])]

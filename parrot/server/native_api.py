@@ -7,11 +7,12 @@ and answer: docs/semantic-variables.md.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
 from contextlib import aclosing
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ routes = web.RouteTableDef()
 
 TOKEN_HEADER = "X-Parrot-Session-Token"
 MAX_GET_TIMEOUT_S = 3600.0
+DEFAULT_GET_TIMEOUT_S = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 
@@ -45,10 +47,30 @@ def _api(handler: Handler) -> Handler:
 @routes.post("/v1/sessions")
 @_api
 async def open_session(request: web.Request) -> web.Response:
+    """Open a session; optionally add `variables` and `calls` and wait for `get` (one round
+    trip for a whole small program). A refused batch closes the new session again."""
     body = await read_json_object(request) if request.can_read_body else {}
-    session = _manager(request).open_session(body.get("idle_timeout"))
-    return web.json_response({"session_id": session.id, "token": session.token,
-                              "idle_timeout": session.idle_timeout}, status=201)
+    wanted = _opening_get(body.get("get"))  # checked before anything opens
+    manager = _manager(request)
+    session = manager.open_session(body.get("idle_timeout"))
+    try:
+        _add_initial_graph(manager, session, body)
+    except Exception:  # a refused batch (or a bug): the new session must not linger
+        await manager.close_session(session, "opening request refused")
+        raise
+    opened = {"session_id": session.id, "token": session.token,
+              "idle_timeout": session.idle_timeout}
+    if wanted is None:
+        return web.json_response(opened, status=201)
+    try:
+        value = await manager.get_variable(session, wanted.var, wanted.criteria, wanted.timeout)
+    except ManagerError as e:  # the session stays open: the body says which it is
+        error = ApiError.from_manager(e)
+        return web.json_response({**error.to_json(), **opened}, status=error.status)
+    except asyncio.CancelledError:  # the client left without learning the session's id
+        await asyncio.shield(manager.close_session(session, "client disconnected"))
+        raise
+    return web.json_response({**opened, "id": wanted.var, "value": value}, status=201)
 
 
 @routes.delete("/v1/sessions/{sid}")
@@ -152,12 +174,48 @@ def _criteria(request: web.Request) -> Criteria:
 
 
 def _timeout(request: web.Request) -> float:
-    raw = request.query.get("timeout", "300")
-    try:
-        timeout = float(raw)
-    except ValueError:
-        timeout = math.nan
+    return _parse_timeout(request.query.get("timeout", str(DEFAULT_GET_TIMEOUT_S)), "timeout")
+
+
+def _parse_timeout(raw: object, param: str) -> float:
+    timeout = math.nan
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        try:
+            timeout = float(raw)
+        except ValueError:
+            pass
     if not 0 < timeout <= MAX_GET_TIMEOUT_S:
-        raise ApiError(f"timeout must be a number of seconds in (0, {MAX_GET_TIMEOUT_S:g}], "
-                       f"got {raw!r}", param="timeout")
+        raise ApiError(f"{param} must be a number of seconds in (0, {MAX_GET_TIMEOUT_S:g}], "
+                       f"got {raw!r}", param=param)
     return timeout
+
+
+class _Get(NamedTuple):
+    var: str
+    criteria: Criteria
+    timeout: float
+
+
+def _opening_get(raw: object) -> _Get | None:
+    """The `get` of an opening request: {"var", "criteria"?, "timeout"?} (as GET's params)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ApiError("'get' must be an object {\"var\", \"criteria\", \"timeout\"}",
+                       param="get")
+    var = raw.get("var")
+    if not isinstance(var, str) or not var:
+        raise ApiError("get.var must be a variable id", param="get.var")
+    try:
+        criteria = Criteria.parse(raw.get("criteria"))
+    except ValueError as e:
+        raise ApiError(str(e), param="get.criteria") from None
+    return _Get(var, criteria, _parse_timeout(raw.get("timeout", DEFAULT_GET_TIMEOUT_S),
+                                              "get.timeout"))
+
+
+def _add_initial_graph(manager: Manager, session: Session, body: dict) -> None:
+    """The opening request's `variables`, then its `calls` (each all-or-nothing)."""
+    for field, add in (("variables", manager.add_variables), ("calls", manager.submit_calls)):
+        if body.get(field) is not None:
+            add(session, {field: body[field]})

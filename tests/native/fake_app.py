@@ -10,8 +10,11 @@ from parrot.server.keys import CONFIG, MANAGER
 from tests.manager.fake_engine import FakeEngine
 
 
-def make_fake_app(engines: list[FakeEngine] | None = None, **manager_kwargs) -> web.Application:
-    app = web.Application(middlewares=[middlewares.errors])
+def make_fake_app(engines: list[FakeEngine] | None = None, *,
+                  request_log: list[str] | None = None, **manager_kwargs) -> web.Application:
+    """`request_log`, if given, receives "METHOD /path" of every request the app serves."""
+    extra = [] if request_log is None else [_logging(request_log)]
+    app = web.Application(middlewares=[*extra, middlewares.errors])
     app[CONFIG] = ServerConfig()
     app[MANAGER] = Manager(engines or [FakeEngine()], **manager_kwargs)
     app.add_routes(native_api.routes)
@@ -21,3 +24,11 @@ def make_fake_app(engines: list[FakeEngine] | None = None, **manager_kwargs) -> 
 
     app.on_cleanup.append(close_manager)
     return app
+
+
+def _logging(log: list[str]):
+    @web.middleware
+    async def record(request: web.Request, handler) -> web.StreamResponse:
+        log.append(f"{request.method} {request.path}")
+        return await handler(request)
+    return record
