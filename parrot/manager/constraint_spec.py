@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from parrot.engine.grammar import MAX_CHOICES  # the engine owns the limit
 from parrot.engine.sampling_params import Constraint
 from parrot.manager.errors import BadRequest
 
 CONSTRAINT_KEYS = ("json_schema", "json_object", "regex", "choices", "grammar")
-MAX_CHOICES = 1024
 
 
 def constraint_key(spec: dict, where: str) -> str | None:
