@@ -1,9 +1,10 @@
 """A session's queue of unsent operations: batching, eagerness, what feeds a variable.
 
-An op is ("variables" | "calls", the spec as the native API takes it). A session opens lazily; when its first server operation is a `get`, the client sends the open,
-the queued graph and the `get` in one request, but only if every queued call feeds the variable
-asked for. Any other queued call could be the target of a concurrent `get`, which would have to
-wait for this one's answer (the session id comes with it), so such sessions open plainly first.
+An op is ("variables" | "calls", the spec as the native API takes it). A session opens lazily;
+when its first server operation is a `get`, the client sends the open, the queued graph and the
+`get` in one request, but only if every queued call feeds the variable asked for. Any other
+queued call could be the target of a concurrent `get`, which would have to wait for this one's
+answer (the session id comes with it), so such sessions open plainly first.
 """
 from __future__ import annotations
 

@@ -80,6 +80,15 @@ ERROR_TEXT = {
     408: "get timed out", 409: "cycle, second producer, second set, duplicate id",
     413: "body over the size limit", 422: "the producing call failed",
     429: "a limit is reached (Retry-After when it clears with time)"}
+BATCHES = {"variables": {"type": "array", "minItems": 1, "items": VARIABLE},
+           "calls": {"type": "array", "minItems": 1, "maxItems": MAX_CALLS_PER_REQUEST,
+                     "items": CALL}}
+OPENING_GET = {"type": "object", "required": ["var"], "description": (
+    "wait for this variable and answer its value with the session (the GET variable "
+    "route's criteria and timeout, default 300 s); a failed get answers that route's error, "
+    "plus session_id and token: the session stays open"), "properties": {
+        "var": ID, "criteria": {"enum": ["latency", "throughput"]},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600}}}
 SESSION_PARAMS = [{"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}]
 VAR_PARAMS = [*SESSION_PARAMS, {"name": "vid", "in": "path", "required": True,
                                 "schema": {"type": "string"}}]
@@ -137,13 +146,16 @@ def _openai_paths() -> Schema:
 def _native_paths() -> Schema:
     sess = (400, 404, 413)
     return {
-        "/v1/sessions": {"post": _op("open a session", (400, 413, 429), ok=201, body=_body(
-            {"idle_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}}))},
+        "/v1/sessions": {"post": _op(
+            "open a session; with variables, calls and a get: a whole program in one request",
+            (400, 404, 408, 409, 413, 422, 429), ok=201, body=_body(
+                {"idle_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                 **BATCHES, "get": OPENING_GET}))},
         "/v1/sessions/{sid}": {"delete": _op("close a session (cancels its calls)", (404,),
                                              params=SESSION_PARAMS, session=True)},
         "/v1/sessions/{sid}/variables": {"post": _op(
             "add variables", sess + (409, 429), params=SESSION_PARAMS, session=True,
-            body=_body({"variables": {"type": "array", "minItems": 1, "items": VARIABLE}}))},
+            body=_body({"variables": BATCHES["variables"]}))},
         "/v1/sessions/{sid}/variables/{vid}": {
             "put": _op("set a variable once", sess + (409,), params=VAR_PARAMS, session=True,
                        body=_body({"value": {"type": "string"}}, ["value"])),
@@ -154,9 +166,7 @@ def _native_paths() -> Schema:
             ok_type="text/event-stream")},
         "/v1/sessions/{sid}/calls": {"post": _op(
             "submit calls (atomic)", sess + (409, 429), params=SESSION_PARAMS, session=True,
-            body=_body({"calls": {"type": "array", "minItems": 1,
-                                  "maxItems": MAX_CALLS_PER_REQUEST, "items": CALL}},
-                       ["calls"]))},
+            body=_body({"calls": BATCHES["calls"]}, ["calls"]))},
         "/v1/sessions/{sid}/graph": {"get": _op("the session's graph", (404,),
                                                 params=SESSION_PARAMS, session=True)},
     }
