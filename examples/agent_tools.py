@@ -9,8 +9,9 @@ the `ToolNode` runs the Python functions, their results go back to the model as 
 messages, until the model answers in text. The embedded SmolLM2-135M rarely decides to call
 a tool by itself, so by default each step sets `tool_choice`: "required" (the model picks
 the tool and its arguments, the server's grammar makes them parse) for the first
-`--tool-steps` steps, then "none" for the answer. `--auto` leaves every choice to the model,
-as a larger served model would want.
+`--tool-steps` steps, then "none" for the answer; tool schemas are closed (`strict=True`)
+so it cannot invent extra arguments. `--auto` leaves every choice to the model, as a larger
+served model would want. (The 135M model's "answer" may imitate a tool call in text.)
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def guided_model(chat: ChatParrot, tool_steps: int):
     def choose(state: dict[str, Any], runtime: Any) -> Any:
         done = sum(isinstance(m, ToolMessage) for m in state["messages"])
         choice = "required" if done < tool_steps else "none"
-        return chat.bind_tools(TOOLS, tool_choice=choice, parallel_tool_calls=False)
+        return chat.bind_tools(TOOLS, tool_choice=choice, parallel_tool_calls=False,
+                               strict=True)
 
     return choose
 
@@ -65,7 +67,7 @@ def describe(message: BaseMessage) -> str:
     if isinstance(message, ToolMessage):
         return f"tool {message.name} -> {message.content}"
     role = "model" if isinstance(message, AIMessage) else "user"
-    return f"{role}: {message.content}"
+    return f"{role}: " + " ".join(str(message.content).split())  # one line
 
 
 def main() -> None:

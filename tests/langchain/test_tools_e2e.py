@@ -118,12 +118,14 @@ def test_llm_logprobs(parrot_url):
 
 
 def forced_steps(chat: ChatParrot):
-    """The agent's model: multiply first, then get_weather, then an answer in text. The
+    """The agent's model: multiply first, then get_weather, then an answer in text (closed
+    schemas, strict=True: the 135M model otherwise adds invented keys to the arguments). The
     loop itself (model -> tool call -> ToolNode -> result -> model) is LangGraph's."""
     def choose(state: dict, runtime) -> object:
         done = sum(isinstance(m, ToolMessage) for m in state["messages"])
         choice = ["multiply", "get_weather", "none"][min(done, 2)]
-        return chat.bind_tools(TOOLS, tool_choice=choice, parallel_tool_calls=False)
+        return chat.bind_tools(TOOLS, tool_choice=choice, parallel_tool_calls=False,
+                               strict=True)
 
     return choose
 
