@@ -95,8 +95,34 @@ def grammar_of(constraint: Constraint) -> str:
 
 
 def json_grammar(schema: dict[str, Any]) -> str:
+    schema = closed_objects(schema)
     schema = {**schema, "x-guidance": {**JSON_LAYOUT, **schema.get("x-guidance", {})}}
     return llguidance.grammar_from("json_schema", json.dumps(schema))
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists its
+    properties and says nothing of others: OpenAI's strict mode and vLLM's default (xgrammar's
+    strict mode). Otherwise a small model fills an open object with keys of its own."""
+    if isinstance(schema, list):
+        return [closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):  # name -> schema
+            out[key] = {name: closed_objects(s) for name, s in value.items()}
+        elif key in _LITERALS:
+            out[key] = value
+        else:
+            out[key] = closed_objects(value)
+    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_LITERALS = ("enum", "const", "default", "examples", "required")
 
 
 def choice_grammar(choices: list[str]) -> str:

@@ -101,3 +101,22 @@ def test_sampler_masks_greedy_and_sampled_rows_and_reports_raw_logprobs():
     assert lp.token_id == 2 and lp.logprob == pytest.approx(float(raw[2]))
     assert lp.top == [(0, pytest.approx(float(raw[0])))]  # the model's choice, not the mask's
     assert out.logprobs[1] is None
+
+
+def test_objects_that_list_their_properties_are_closed_unless_they_say_otherwise(compiler, smollm):
+    from parrot.engine.grammar import closed_objects
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {
+        "b": {"const": {"properties": 1}}}}, "c": {"type": "object", "properties": {},
+                                                 "additionalProperties": True}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["a"]["additionalProperties"] is False
+    assert closed["properties"]["a"]["properties"]["b"] == {"const": {"properties": 1}}
+    assert closed["properties"]["c"]["additionalProperties"] is True
+    named = closed_objects({"properties": {"properties": {"type": "string"}}})
+    assert named == {"properties": {"properties": {"type": "string"}},
+                     "additionalProperties": False}  # a property may be named "properties"
+    m = compiler.matcher(Constraint("json_schema", json.dumps(
+        {"type": "object", "properties": {"n": {"type": "integer"}}})))
+    assert not all(m.consume_token(t) for t in smollm.tokenizer.encode('{"x": 1}'))
