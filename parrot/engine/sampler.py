@@ -67,9 +67,11 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> Sampled:
             logits[i, row.banned_token_ids] = float("-inf")
     apply_penalties(logits, rows)  # greedy rows too, as in vLLM
     out = logits.argmax(dim=-1).tolist()
-    for i, row in enumerate(rows):
-        if row.temperature >= MIN_TEMPERATURE and row.top_k != 1:
-            out[i] = _sample_row(logits[i], row)
+    drawn = [i for i, row in enumerate(rows) if row.temperature >= MIN_TEMPERATURE
+             and row.top_k != 1]
+    if drawn:
+        for i, token in zip(drawn, _draw(logits[drawn], [rows[i] for i in drawn])):
+            out[i] = token
     logprobs: list[TokenLogprobs | None] = [None] * len(rows)
     for j, i in enumerate(logprob_rows):
         logprobs[i] = _token_logprobs(raw[j], out[i], rows[i].logprobs)
@@ -116,17 +118,63 @@ def _bin_counts(token_lists: list[list[int]], vocab: int) -> torch.Tensor:
     return counts[:, :vocab]
 
 
-def _sample_row(logits: torch.Tensor, row: SamplingRow) -> int:
-    # logits: [vocab]
-    logits = logits / row.temperature
-    if row.top_k > 0:
-        kth = torch.topk(logits, min(row.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if row.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= row.top_p  # keep the smallest set reaching top_p
-        drop[0] = False  # and always the likeliest token (a top_p below float32's reach drops all)
-        logits = logits.index_put((order[drop],), torch.tensor(float("-inf")))
+def _draw(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
+    """Sample one token per row, all rows at once: temperature, top-k, top-p, then one
+    uniform draw per row through the cumulative distribution (a seeded row's from its own
+    generator, so its tokens do not depend on what shares the batch). One random number per
+    row: noise over the whole vocabulary costs ~0.3 ms a row on a CPU."""
+    # logits: [S, vocab], a copy
+    logits /= torch.tensor([row.temperature for row in rows])[:, None]
+    if any(row.top_k > 0 for row in rows):
+        _top_k(logits, [row.top_k for row in rows])
+    nucleus = [j for j, row in enumerate(rows) if row.top_p < 1.0]
+    if nucleus:
+        logits[nucleus] = _top_p(logits[nucleus], [rows[j].top_p for j in nucleus])
+    cdf = logits.softmax(-1).double().cumsum_(-1)  # [S, vocab]; float64: 49k terms add up
+    u = torch.rand(len(rows), dtype=torch.float64)
+    for j, row in enumerate(rows):
+        if row.generator is not None:
+            u[j] = torch.rand(1, generator=row.generator, dtype=torch.float64)
+    target = (u * cdf[:, -1])[:, None]  # scaled by the row's total: rounding never overshoots
+    tokens = torch.searchsorted(cdf, target, right=True)  # first token whose cdf exceeds it
+    return tokens.clamp_(max=logits.shape[1] - 1).flatten().tolist()
+
+
+def _top_k(logits: torch.Tensor, ks: list[int]) -> None:
+    """Keep, in place, each row's k largest logits (k == 0: all)."""
+    # logits: [S, vocab]
+    vocab = logits.shape[1]
+    k = torch.tensor([min(k, vocab) if k > 0 else vocab for k in ks])
+    values = torch.topk(logits, int(k.max())).values  # [S, kmax], descending
+    kth = values.gather(1, (k - 1).clamp(max=values.shape[1] - 1)[:, None])  # [S, 1]
+    kth[k == vocab] = float("-inf")
+    logits.masked_fill_(logits < kth, float("-inf"))
+
+
+NUCLEUS_CANDIDATES = 256  # tokens sorted per row; a nucleus wider than that sorts it all
+
+
+def _top_p(logits: torch.Tensor, ps: list[float]) -> torch.Tensor:
+    """Each row's smallest set of likeliest tokens whose probability reaches p (always the
+    likeliest one); the rest -inf. Sorts only the top candidates of a row unless its nucleus
+    is wider than them."""
+    # logits: [S, vocab] -> [S, vocab]
+    p = torch.tensor(ps)[:, None]
     probs = logits.softmax(-1)
-    return int(torch.multinomial(probs, 1, generator=row.generator).item())
+    top = probs.topk(min(NUCLEUS_CANDIDATES, logits.shape[1]))  # sorted, descending
+    out = _nucleus(logits, p, top.values, top.indices)
+    wide = (top.values.sum(-1) < p[:, 0]).nonzero().flatten().tolist()
+    if wide:  # the candidates hold less than p: sort those rows whole
+        full = probs[wide].sort(descending=True)
+        out[wide] = _nucleus(logits[wide], p[wide], full.values, full.indices)
+    return out
+
+
+def _nucleus(logits: torch.Tensor, p: torch.Tensor, sorted_probs: torch.Tensor,
+             order: torch.Tensor) -> torch.Tensor:
+    # logits: [S, vocab]; p: [S, 1]; sorted_probs, order: [S, K] -> [S, vocab]
+    before = sorted_probs.cumsum(-1) - sorted_probs  # probability of the likelier tokens
+    keep = before < p
+    keep[:, 0] = True  # a top_p below float32's reach would drop everything
+    kept = torch.where(keep, logits.gather(1, order), float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter_(1, order, kept)

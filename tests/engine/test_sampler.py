@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parrot.engine.sampler import Penalties, SamplingRow, apply_penalties, sample
+from parrot.engine.sampler import Penalties, SamplingRow, _top_k, _top_p, apply_penalties, sample
 from parrot.engine.sampling_params import SamplingParams
 
 INF = float("inf")
@@ -121,3 +121,46 @@ def test_penalty_bounds_are_accepted():
     sp = SamplingParams(presence_penalty=-2, frequency_penalty=2.0, repetition_penalty=2.0)
     assert sp.has_penalties
     assert SamplingParams(repetition_penalty=1e-6).has_penalties
+
+
+def draw_many(logits: list[float], n: int, **kw) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    r = SamplingRow(kw.get("temperature", 1.0), kw.get("top_k", 0), kw.get("top_p", 1.0), g, [])
+    counts = torch.zeros(len(logits))
+    for _ in range(n):
+        counts[sample(torch.tensor([logits]), [r]).tokens[0]] += 1
+    return counts / n
+
+
+def test_draws_follow_the_tempered_distribution():
+    freq = draw_many([0.0, 1.0, 2.0, -INF], 6000, temperature=0.7)
+    expected = (torch.tensor([0.0, 1.0, 2.0, -INF]) / 0.7).softmax(-1)
+    assert (freq - expected).abs().max() < 0.03 and freq[3] == 0
+
+
+def test_top_k_and_top_p_keep_exactly_the_reference_sets():
+    torch.manual_seed(1)
+    logits = torch.randn(6, 3000) * 2  # some nuclei wider than the sorted candidates
+    ps = [0.05, 0.5, 0.9, 0.99, 0.999, 0.3]
+    got = _top_p(logits.clone(), ps)
+    for i, p in enumerate(ps):
+        probs = logits[i].softmax(-1)
+        order = probs.argsort(descending=True)
+        before = probs[order].cumsum(-1) - probs[order]
+        expected = set(order[(before < p) | (torch.arange(3000) == 0)].tolist())
+        assert set(torch.isfinite(got[i]).nonzero().flatten().tolist()) == expected
+    kept = logits.clone()
+    _top_k(kept, [1, 5, 0, 3000, 7, 2])
+    for i, k in enumerate([1, 5, 3000, 3000, 7, 2]):
+        assert torch.isfinite(kept[i]).sum() == k
+        assert set(torch.isfinite(kept[i]).nonzero().flatten().tolist()) == set(
+            logits[i].topk(k).indices.tolist())
+
+
+def test_a_seeded_row_draws_the_same_whatever_shares_its_batch():
+    logits = torch.randn(1, 500)
+    alone = [sample(logits.clone(), [row(temperature=1.0, seed=s)]).tokens[0]
+             for s in range(8)]
+    batch = sample(logits.repeat(9, 1), [row(temperature=1.0, seed=s) for s in range(8)]
+                   + [row(temperature=1.0)]).tokens
+    assert batch[:8] == alone and len(set(alone)) > 1
