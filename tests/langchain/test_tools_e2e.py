@@ -9,30 +9,14 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
 from langgraph.prebuilt import create_react_agent
 from pydantic import BaseModel
 
+from examples.agent_tools import TOOLS, get_weather, multiply
 from langchain_parrot import ChatParrot, ParrotLLM
 
 pytestmark = pytest.mark.e2e
 
-WEATHER = {"paris": "sunny, 21 C", "london": "light rain, 14 C", "tokyo": "cloudy, 18 C"}
-
-
-@tool
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
-
-
-@tool
-def get_weather(city: str) -> str:
-    """Today's weather in a city."""
-    return WEATHER.get(city.strip().lower(), f"no weather data for {city}")
-
-
-TOOLS = [multiply, get_weather]
 
 
 class City(BaseModel):

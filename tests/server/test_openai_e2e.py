@@ -19,16 +19,6 @@ CHAT = [{"role": "user", "content": "Name three colors."}]
 
 
 @pytest.fixture(scope="module")
-def client(parrot_server):
-    return openai.OpenAI(base_url=parrot_server + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def aclient(parrot_server):
-    return openai.AsyncOpenAI(base_url=parrot_server + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def tokenizer(smollm_dir):
     return AutoTokenizer.from_pretrained(str(smollm_dir))
 

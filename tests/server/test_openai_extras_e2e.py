@@ -8,7 +8,6 @@ import json
 import random
 
 import jsonschema
-import openai
 import pytest
 
 from tests.reliability.client import wait_idle
@@ -34,16 +33,6 @@ QUESTIONS = ["What is the weather in Paris?", "Multiply 6 by 7.", "Is it raining
              "What is 12 times 3?", "How warm is it in Tokyo, in fahrenheit?",
              "Compute 5 * -8.", "Weather for Lima please.", "I need 100 times 9.",
              "Tell me the weather in Cairo.", "What's 2 multiplied by 2?"]
-
-
-@pytest.fixture(scope="module")
-def client(parrot_server):
-    return openai.OpenAI(base_url=parrot_server + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def aclient(parrot_server):
-    return openai.AsyncOpenAI(base_url=parrot_server + "/v1", api_key="unused", max_retries=0)
 
 
 def user(text: str) -> list[dict]:
