@@ -18,25 +18,19 @@ import parrot as P
 def make_functions(max_tokens: int):
     @P.semantic_function(max_tokens=max_tokens)
     def first_summary(chunk, summary):
-        """<|im_start|>system
-        You summarize documents step by step, keeping the summary short.<|im_end|>
-        <|im_start|>user
-        Summarize this text in two sentences:
-        {{input:chunk}}<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        """{{#system}}You summarize documents step by step, keeping the summary short.{{/system}}
+        {{#user}}Summarize this text in two sentences:
+        {{input:chunk}}{{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     @P.semantic_function(max_tokens=max_tokens)
     def refine(summary_so_far, chunk, summary):
-        """<|im_start|>system
-        You summarize documents step by step, keeping the summary short.<|im_end|>
-        <|im_start|>user
-        Summary so far: {{input:summary_so_far}}
+        """{{#system}}You summarize documents step by step, keeping the summary short.{{/system}}
+        {{#user}}Summary so far: {{input:summary_so_far}}
         Next part of the text:
         {{input:chunk}}
-        Rewrite the summary in two sentences so it covers the new part too.<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        Rewrite the summary in two sentences so it covers the new part too.{{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     return first_summary, refine
 

@@ -19,24 +19,18 @@ import parrot as P
 def make_functions(max_tokens: int):
     @P.semantic_function(max_tokens=max_tokens)
     def summarize(chunk, summary):
-        """<|im_start|>system
-        You are an expert at reading software licenses. Summarize the given part of a license
-        in one or two plain sentences.<|im_end|>
-        <|im_start|>user
-        {{input:chunk}}<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        """{{#system}}You are an expert at reading software licenses. Summarize the given part
+        of a license in one or two plain sentences.{{/system}}
+        {{#user}}{{input:chunk}}{{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     @P.semantic_function(max_tokens=max_tokens * 2)
     def combine(summaries, final):
-        """<|im_start|>system
-        You are an expert at reading software licenses.<|im_end|>
-        <|im_start|>user
-        Here are summaries of consecutive parts of one license:
+        """{{#system}}You are an expert at reading software licenses.{{/system}}
+        {{#user}}Here are summaries of consecutive parts of one license:
         {{input:summaries}}
-        Write one short paragraph that summarizes the whole license.<|im_end|>
-        <|im_start|>assistant
-        {{output:final}}"""
+        Write one short paragraph that summarizes the whole license.{{/user}}
+        {{#assistant}}{{output:final}}{{/assistant}}"""
 
     return summarize, combine
 

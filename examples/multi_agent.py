@@ -27,40 +27,31 @@ ROLES = {
 def make_functions(max_tokens: int):
     @P.semantic_function(max_tokens=max_tokens)
     def expert(background, role, question, answer):
-        """<|im_start|>system
-        Background document:
+        """{{#system}}Background document:
         {{input:background}}
-        You are {{input:role}}.<|im_end|>
-        <|im_start|>user
-        {{input:question}}<|im_end|>
-        <|im_start|>assistant
-        {{output:answer}}"""
+        You are {{input:role}}.{{/system}}
+        {{#user}}{{input:question}}{{/user}}
+        {{#assistant}}{{output:answer}}{{/assistant}}"""
 
     @P.semantic_function(max_tokens=max_tokens,
                          outputs={"verdict": P.Output(max_tokens=12)})
     def critic(question, answers, critique, verdict):
-        """<|im_start|>system
-        You compare expert answers and decide which is most useful.<|im_end|>
-        <|im_start|>user
-        Question: {{input:question}}
+        """{{#system}}You compare expert answers and decide which is most useful.{{/system}}
+        {{#user}}Question: {{input:question}}
         Answers:
-        {{input:answers}}<|im_end|>
-        <|im_start|>assistant
-        Critique: {{output:critique}}
-        Verdict: {{output:verdict}}"""
+        {{input:answers}}{{/user}}
+        {{#assistant}}Critique: {{output:critique}}
+        Verdict: {{output:verdict}}{{/assistant}}"""
 
     @P.semantic_function(max_tokens=max_tokens * 2)
     def writer(question, verdict, answers, reply):
-        """<|im_start|>system
-        You write friendly, accurate replies for users.<|im_end|>
-        <|im_start|>user
-        A user asked: {{input:question}}
+        """{{#system}}You write friendly, accurate replies for users.{{/system}}
+        {{#user}}A user asked: {{input:question}}
         Expert answers:
         {{input:answers}}
         Reviewer's verdict: {{input:verdict}}
-        Write the reply to the user in three sentences.<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+        Write the reply to the user in three sentences.{{/user}}
+        {{#assistant}}{{output:reply}}{{/assistant}}"""
 
     return expert, critic, writer
 
