@@ -5,6 +5,10 @@ drives a server: each call is rendered on the client and sent the moment all of 
 have come back; independent calls go out concurrently. Every request streams, so the time
 of its first token is known. Usage (prompt, cached, completion tokens) is summed per run,
 which is the only prefill measure a non-Parrot server offers.
+
+A template with role blocks is rendered here exactly as the Parrot server renders it: the same
+lowering (parrot/program/chat_render.py) with the chat template of the same model, whose
+tokenizer the runner loads locally (`local_chat_template`), so every mode sends the same text.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 from parrot.bench.runtime import Clock, Sample, single_output
 from parrot.program import Criteria, SemanticFunction
+from parrot.program.chat_render import Lowered, RenderChat, chat_renderer, lower_roles
 from parrot.program.template import Text
 
 
@@ -90,22 +95,40 @@ class BaselineApp:
     async def _run_call(self, fn: SemanticFunction, output: str,
                         bindings: dict[str, Any]) -> Result:
         values = {name: await _value(v) for name, v in bindings.items()}
-        prompt = "".join(p.text if isinstance(p, Text) else values[p.name]
-                         for p in fn.template.stages()[0].pieces)
-        return await self.runtime.complete(prompt, fn.sampling[output].to_json())
+        return await self.runtime.complete(*self.runtime.request(fn, output, values))
 
 
 class BaselineRuntime:
     """OpenAI-compatible client for one server (`mode` labels it: baseline or baseline+cache)."""
 
-    def __init__(self, url: str, mode: str, clock: Clock, http: Any, model: str | None) -> None:
+    def __init__(self, url: str, mode: str, clock: Clock, http: Any, model: str | None,
+                 render_chat: RenderChat | None = None) -> None:
         self.url = url.rstrip("/")
         self.mode = mode
         self.clock = clock
         self.http = http  # an aiohttp.ClientSession
         self.model = model
+        self.render_chat = render_chat  # the served model's chat template, for role blocks
         self.samples: list[Sample] = []
         self.usage = Usage()
+        self._lowered: dict[str, Lowered] = {}  # template source -> its lowering
+
+    def request(self, fn: SemanticFunction, output: str,
+                values: dict[str, str]) -> tuple[str, dict]:
+        """The prompt and sampling of one call, as the Parrot server would fill and run it."""
+        template, stops = self.lowered(fn)
+        prompt = "".join(p.text if isinstance(p, Text) else values[p.name]
+                         for p in template.stages()[0].pieces)
+        return prompt, _sampling(fn, output, stops.get(output))
+
+    def lowered(self, fn: SemanticFunction) -> Lowered:
+        """`fn`'s template as the Parrot server runs it: role blocks rendered as chat markup."""
+        template = fn.template
+        if not template.has_roles:
+            return Lowered(template, {})
+        if template.source not in self._lowered:
+            self._lowered[template.source] = lower_roles(template, self.render_chat)
+        return self._lowered[template.source]
 
     @contextlib.asynccontextmanager
     async def app(self) -> AsyncIterator[BaselineApp]:
@@ -132,6 +155,26 @@ class BaselineRuntime:
                 if data.get("usage"):
                     self.usage.add(data["usage"])
         return Result("".join(pieces), first, self.clock.now())
+
+
+def local_chat_template(model: str | None) -> RenderChat | None:
+    """The chat template of `model` (a `--model` value; None: the embedded SmolLM2), from its
+    tokenizer loaded locally; None if it has none."""
+    from parrot.engine.loader import load_tokenizer
+    from parrot.engine.model_files import resolve_model_dir
+
+    model_dir, _ = resolve_model_dir(model)
+    return chat_renderer(load_tokenizer(model_dir))
+
+
+def _sampling(fn: SemanticFunction, output: str, block_stop: str | None) -> dict:
+    """The output's sampling as JSON, with the stop its assistant block implies (as the manager
+    adds it: after the output's own stops, never for a constrained output)."""
+    sampling = fn.sampling[output].to_json()
+    if block_stop is not None and not fn.sampling[output].constraint_json():
+        stop = sampling.get("stop") or []
+        sampling["stop"] = [*([stop] if isinstance(stop, str) else stop), block_stop]
+    return sampling
 
 
 async def _value(item: Any) -> str:

@@ -44,7 +44,9 @@ def add_apps_parser(bench_subparsers: argparse._SubParsersAction,
                    "--modes")
     g.add_argument("--baseline-model", help="model name for --baseline-url (default: its "
                    "first /v1/models entry)")
-    g.add_argument("--model", help="model of the servers started (default: embedded SmolLM2)")
+    g.add_argument("--model", help="model of the servers started (default: embedded SmolLM2); "
+                   "its chat template also renders the baseline's prompts, so give the model "
+                   "a --baseline-url server runs")
     g.add_argument("--rtt-ms", type=float, default=0.0, metavar="N",
                    help="emulated network round trip between the clients and every server "
                    "(a delaying proxy on loopback: N/2 ms each way, every mode alike)")

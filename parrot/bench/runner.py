@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from parrot.bench import servers
-from parrot.bench.baseline_runtime import BaselineRuntime
+from parrot.bench.baseline_runtime import BaselineRuntime, local_chat_template
 from parrot.bench.latency_proxy import LatencyProxy
 from parrot.bench.parrot_runtime import ParrotRuntime
 from parrot.bench.runtime import Clock, Sample
 from parrot.bench.workload import Workload
+from parrot.program.chat_render import RenderChat
 
 PARROT, BASELINE, BASELINE_CACHE = "parrot", "baseline", "baseline+cache"
 MODES = (PARROT, BASELINE, BASELINE_CACHE)
@@ -109,6 +110,8 @@ async def run_all(workloads: list[Workload], options: Options) -> list[RunResult
     targets = plan(options)
     by_mode = {mode: t for t in targets for mode in t.modes}
     modes = [m for m in MODES if m in by_mode]
+    # the baseline client renders role blocks with the model's chat template, as Parrot does
+    render_chat = local_chat_template(options.model) if set(modes) - {PARROT} else None
     results: list[RunResult] = []
     bar = tqdm(total=len(workloads) * options.repeats * len(modes), unit="run",
                desc="bench apps", disable=not options.progress, dynamic_ncols=True)
@@ -128,7 +131,8 @@ async def run_all(workloads: list[Workload], options: Options) -> list[RunResult
             for repeat in range(options.repeats):
                 for mode in run_order(modes, repeat):
                     bar.set_description(f"{workload.name} {mode} #{repeat + 1}")
-                    result = await run_once(workload, mode, repeat, by_mode[mode], http)
+                    result = await run_once(workload, mode, repeat, by_mode[mode], http,
+                                            render_chat)
                     results.append(result)
                     bar.set_postfix_str(f"last {result.seconds:.1f}s")
                     bar.update()
@@ -137,7 +141,7 @@ async def run_all(workloads: list[Workload], options: Options) -> list[RunResult
 
 
 async def run_once(workload: Workload, mode: str, repeat: int, target: Target,
-                   http: Any) -> RunResult:
+                   http: Any, render_chat: RenderChat | None = None) -> RunResult:
     """One run of `workload` in `mode`, with engine counters and CPU time read around it."""
     url = target.url
     tag = f"{workload.name}-{mode}-{repeat}-{secrets.token_hex(4)}"
@@ -146,7 +150,7 @@ async def run_once(workload: Workload, mode: str, repeat: int, target: Target,
     clock = Clock()
     client_url = target.client_url or url  # counters and idle checks go to the server directly
     runtime = ParrotRuntime(client_url, clock) if mode == PARROT else \
-        BaselineRuntime(client_url, mode, clock, http, target.model)
+        BaselineRuntime(client_url, mode, clock, http, target.model, render_chat)
     start = time.perf_counter()
     await workload.run(runtime, tag)
     seconds = time.perf_counter() - start

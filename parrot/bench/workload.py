@@ -3,8 +3,8 @@
 A workload's constructor builds everything that must be identical across modes (document
 chunks, questions, arrival times, the semantic functions with their fixed output lengths);
 `run(runtime, tag)` then executes the application once. `tag` is fresh for every run and
-opens every prompt (`<|im_start|>system\nRun {{input:tag}}. ...`), so one run can never
-hit another run's cached prefix.
+opens every prompt (`{{#system}}Run {{input:tag}}. ...`), so one run can never hit another
+run's cached prefix. Templates are role blocks, rendered with the model's chat template.
 """
 from __future__ import annotations
 

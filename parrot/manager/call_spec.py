@@ -18,7 +18,8 @@ Project spec: `{"kind": "project", "source": {"var": "v2"}, "path": ["answer", 0
 
 An output object may also carry one constraint (`json_schema`, `json_object`, `regex`,
 `choices`, `grammar`: constraint_spec.py), compiled by the engine at submit time, and a
-template may use role blocks, rendered with the served model's chat template (chat_render.py).
+template may use role blocks, rendered with the served model's chat template
+(parrot/program/chat_render.py).
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ from typing import Any, Callable
 
 from parrot.engine.sampling_params import Constraint, SamplingParams
 from parrot.manager.call import Binding, Call, CallKind, VarRef
-from parrot.manager.chat_render import RenderChat, lower_roles
 from parrot.manager.constraint_spec import constraint_key, parse_constraint
 from parrot.manager.errors import BadRequest
 from parrot.manager.projection import MAX_PATH
+from parrot.program.chat_render import RenderChat, lower_roles
 from parrot.program.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
 
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -127,8 +128,8 @@ def _parse_template(raw: Any, where: str,
         return template, {}
     try:
         return lower_roles(template, render_chat)
-    except BadRequest as e:
-        raise BadRequest(f"{where}.template: {e.message}", param=f"{where}.template") from None
+    except TemplateError as e:
+        raise BadRequest(f"{where}.template: {e}", param=f"{where}.template") from None
 
 
 def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str, env: SpecContext,

@@ -18,7 +18,6 @@ from typing import Any, AsyncIterator
 from parrot.manager import limits
 from parrot.manager.call import CallKind
 from parrot.manager.call_spec import SpecContext, parse_calls, parse_variables
-from parrot.manager.chat_render import chat_renderer
 from parrot.manager.errors import (
     BadRequest,
     NotFound,
@@ -32,6 +31,7 @@ from parrot.manager.objective import on_calls_added, request
 from parrot.manager.readiness import collect_ready
 from parrot.manager.scheduler import Scheduler
 from parrot.manager.session import Session
+from parrot.program.chat_render import chat_renderer
 from parrot.program.criteria import Criteria
 
 log = logging.getLogger(__name__)

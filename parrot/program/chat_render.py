@@ -10,17 +10,29 @@ same text on every call.
 
 The assistant turn of an output starts exactly as the generation prompt does: lowering checks
 that `messages before it + add_generation_prompt` is a prefix of the rendered text, and
-refuses (400) a chat template for which it is not. Each block's content is stripped at both
-ends. Text after an output inside its assistant block (before the next placeholder) is that
-output's stop string; the turn's end-of-turn token ends it otherwise.
+refuses (TemplateError; the server answers 400) a chat template for which it is not. Each
+block's content is stripped at both ends. Text after an output inside its assistant block
+(before the next placeholder) is that output's stop string; the turn's end-of-turn token ends
+it otherwise.
+
+Pure Python, like template.py: the manager lowers a call's template with the served model's
+tokenizer, and `parrot bench`'s baseline client lowers it the same way (with the same model's
+tokenizer loaded locally) to send the identical prompt to a plain OpenAI server.
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Callable, NamedTuple
 
-from parrot.manager.errors import BadRequest
-from parrot.program.template import OUTPUT, Block, Piece, Placeholder, Template, Text
+from parrot.program.template import (
+    OUTPUT,
+    Block,
+    Piece,
+    Placeholder,
+    Template,
+    TemplateError,
+    Text,
+)
 
 RenderChat = Callable[[list[dict[str, str]], bool], str]  # (messages, add_generation_prompt)
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: no chat template touches them
@@ -44,9 +56,9 @@ def chat_renderer(tokenizer: Any) -> RenderChat | None:
 
 
 def lower_roles(template: Template, render: RenderChat | None) -> Lowered:
-    """`template`'s role blocks rendered by `render`; BadRequest naming what went wrong."""
+    """`template`'s role blocks rendered by `render`; TemplateError naming what went wrong."""
     if render is None:
-        raise BadRequest("role blocks need a chat template, and the served model has none")
+        raise TemplateError("role blocks need a chat template, and the served model has none")
     blocks = _through_last_output(template.blocks())
     slots: list[Placeholder] = []
     messages = [{"role": b.role, "content": _content(b, slots)} for b in blocks]
@@ -62,8 +74,8 @@ def _check_turn(full: str, generation_prompt: str, content: str) -> None:
     """The assistant turn's content must follow the generation prompt directly in `full`."""
     opening = content[:_SENTINEL.search(content).end()]
     if not full.startswith(generation_prompt + opening):
-        raise BadRequest("the chat template renders an assistant turn differently from its "
-                         "generation prompt; role blocks cannot be used with it")
+        raise TemplateError("the chat template renders an assistant turn differently from its "
+                            "generation prompt; role blocks cannot be used with it")
 
 
 def _through_last_output(blocks: list[Block]) -> list[Block]:
@@ -81,7 +93,7 @@ def _content(block: Block, slots: list[Placeholder]) -> str:
     for piece in block.pieces:
         if isinstance(piece, Text):
             if _OPEN in piece.text or _CLOSE in piece.text:
-                raise BadRequest("template text holds the reserved characters U+E000/U+E001")
+                raise TemplateError("template text holds the reserved characters U+E000/U+E001")
             out.append(piece.text)
         else:
             out.append(f"{_OPEN}{len(slots)}{_CLOSE}")
@@ -93,8 +105,8 @@ def _render(render: RenderChat, messages: list[dict[str, str]], generation: bool
     try:
         return render(messages, generation)
     except Exception as e:  # jinja raises for message orders a template refuses
-        raise BadRequest(f"the role blocks cannot be rendered by the chat template: {e}",
-                         param="template") from None
+        message = f"the role blocks cannot be rendered by the chat template: {e}"
+        raise TemplateError(message) from None
 
 
 def _split(text: str, slots: list[Placeholder]) -> list[Piece]:
@@ -108,7 +120,7 @@ def _split(text: str, slots: list[Placeholder]) -> list[Piece]:
         pieces.append(slots[seen[-1]])
         pos = match.end()
     if seen != list(range(len(slots))):
-        raise BadRequest("the chat template dropped or reordered parts of the role blocks")
+        raise TemplateError("the chat template dropped or reordered parts of the role blocks")
     return pieces + [Text(text[pos:])]
 
 

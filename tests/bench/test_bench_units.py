@@ -3,11 +3,12 @@ the mode plan, statistics."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
 from parrot.bench import documents
-from parrot.bench.baseline_runtime import BaselineRuntime, Result
+from parrot.bench.baseline_runtime import BaselineRuntime, Result, local_chat_template
 from parrot.bench.report import percentile, ratios
 from parrot.bench.runner import (
     BASELINE,
@@ -26,7 +27,8 @@ class RecordingRuntime(BaselineRuntime):
     """The baseline client with the server replaced: records every prompt and sampling."""
 
     def __init__(self) -> None:
-        super().__init__("http://unused", "baseline", Clock(), http=None, model=None)
+        super().__init__("http://unused", "baseline", Clock(), http=None, model=None,
+                         render_chat=smollm_chat_template())
         self.requests: list[tuple[str, dict]] = []
 
     async def complete(self, prompt: str, sampling: dict) -> Result:
@@ -34,6 +36,11 @@ class RecordingRuntime(BaselineRuntime):
         await asyncio.sleep(0)
         first = self.clock.now()
         return Result(f"<out {len(self.requests)}>", first, self.clock.now())
+
+
+@functools.cache
+def smollm_chat_template():
+    return local_chat_template(None)  # the workloads' role blocks need a chat template
 
 
 @pytest.fixture(autouse=True)

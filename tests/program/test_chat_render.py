@@ -3,9 +3,8 @@ Llama-3-style templates written here), compared with apply_chat_template on the 
 import pytest
 from transformers import AutoTokenizer
 
-from parrot.manager.chat_render import chat_renderer, lower_roles
-from parrot.manager.errors import BadRequest
-from parrot.program.template import Placeholder, Template, Text
+from parrot.program.chat_render import chat_renderer, lower_roles
+from parrot.program.template import Placeholder, Template, TemplateError, Text
 
 QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
          "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
@@ -74,12 +73,12 @@ def test_markup_differs_per_template_and_prefix_is_constant(tokenizer):
 
 
 def test_templates_that_break_the_generation_prompt_are_refused(tokenizer):
-    with pytest.raises(BadRequest, match="differently from its generation prompt"):
+    with pytest.raises(TemplateError, match="differently from its generation prompt"):
         lower_roles(Template.parse(TWO_TURNS), renderer(tokenizer, THINKING))
-    with pytest.raises(BadRequest, match="need a chat template"):
+    with pytest.raises(TemplateError, match="need a chat template"):
         lower_roles(Template.parse(TWO_TURNS), None)
     refuse = "{{ raise_exception('no system role') }}"
-    with pytest.raises(BadRequest, match="no system role"):
+    with pytest.raises(TemplateError, match="no system role"):
         lower_roles(Template.parse(TWO_TURNS), renderer(tokenizer, refuse))
 
 

@@ -17,27 +17,29 @@ from parrot.bench.workload import Workload, fixed_length
 def make_functions(max_tokens: int):
     @fixed_length(max_tokens)
     def first_summary(tag, chunk, summary):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You summarize a long document step by step, keeping the summary
-        short and factual.<|im_end|>
-        <|im_start|>user
+        short and factual.
+        {{/system}}
+        {{#user}}
         Summarize this text in two sentences:
-        {{input:chunk}}<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        {{input:chunk}}
+        {{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     @fixed_length(max_tokens)
     def refine(tag, summary_so_far, chunk, summary):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You summarize a long document step by step, keeping the summary
-        short and factual.<|im_end|>
-        <|im_start|>user
+        short and factual.
+        {{/system}}
+        {{#user}}
         Summary so far: {{input:summary_so_far}}
         Next part of the text:
         {{input:chunk}}
-        Rewrite the summary in two sentences so it also covers the new part.<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        Rewrite the summary in two sentences so it also covers the new part.
+        {{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     return first_summary, refine
 

@@ -29,14 +29,15 @@ PERSONAS = (
 def make_function(max_tokens: int):
     @fixed_length(max_tokens)
     def ask(tag, persona, reference, question, reply):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. {{input:persona}} Answer in at most three sentences and cite the
         clause you rely on. Reference text:
-        {{input:reference}}<|im_end|>
-        <|im_start|>user
-        {{input:question}}<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+        {{input:reference}}
+        {{/system}}
+        {{#user}}
+        {{input:question}}
+        {{/user}}
+        {{#assistant}}{{output:reply}}{{/assistant}}"""
 
     return ask
 

@@ -26,24 +26,26 @@ why they matter later. Write at most two sentences."""
 def make_functions(map_tokens: int, reduce_tokens: int):
     @fixed_length(map_tokens)
     def summarize(tag, guide, chunk, summary):
-        """<|im_start|>system
-        Run {{input:tag}}. {{input:guide}}<|im_end|>
-        <|im_start|>user
+        """{{#system}}
+        Run {{input:tag}}. {{input:guide}}
+        {{/system}}
+        {{#user}}
         Summarize this part of a licence:
-        {{input:chunk}}<|im_end|>
-        <|im_start|>assistant
-        {{output:summary}}"""
+        {{input:chunk}}
+        {{/user}}
+        {{#assistant}}{{output:summary}}{{/assistant}}"""
 
     @fixed_length(reduce_tokens)
     def combine(tag, guide, summaries, final):
-        """<|im_start|>system
-        Run {{input:tag}}. {{input:guide}}<|im_end|>
-        <|im_start|>user
+        """{{#system}}
+        Run {{input:tag}}. {{input:guide}}
+        {{/system}}
+        {{#user}}
         Here are summaries of consecutive parts of one licence:
         {{input:summaries}}
-        Write one short paragraph that summarizes the whole licence.<|im_end|>
-        <|im_start|>assistant
-        {{output:final}}"""
+        Write one short paragraph that summarizes the whole licence.
+        {{/user}}
+        {{#assistant}}{{output:final}}{{/assistant}}"""
 
     return summarize, combine
 

@@ -23,12 +23,13 @@ from parrot.bench.workloads.shared_prompt import QUESTIONS
 def make_chat(max_tokens: int):
     @fixed_length(max_tokens)
     def chat(tag, message, reply):
-        """<|im_start|>system
-        Run {{input:tag}}. You are a friendly assistant. Answer briefly.<|im_end|>
-        <|im_start|>user
-        {{input:message}}<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+        """{{#system}}
+        Run {{input:tag}}. You are a friendly assistant. Answer briefly.
+        {{/system}}
+        {{#user}}
+        {{input:message}}
+        {{/user}}
+        {{#assistant}}{{output:reply}}{{/assistant}}"""
 
     return chat
 

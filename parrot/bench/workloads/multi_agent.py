@@ -28,56 +28,60 @@ FILES = ("cli.py", "storage.py", "models.py", "commands.py", "dates.py", "render
 def make_functions(design_tokens: int, code_tokens: int, review_tokens: int):
     @fixed_length(design_tokens)
     def architect(tag, handbook, design):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You are part of a software team building the project below.
-        {{input:handbook}}<|im_end|>
-        <|im_start|>user
+        {{input:handbook}}
+        {{/system}}
+        {{#user}}
         You are the architect. Write a short design: the files, what each holds, and how
-        they call each other.<|im_end|>
-        <|im_start|>assistant
-        {{output:design}}"""
+        they call each other.
+        {{/user}}
+        {{#assistant}}{{output:design}}{{/assistant}}"""
 
     @fixed_length(code_tokens)
     def coder(tag, handbook, design, filename, code):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You are part of a software team building the project below.
         {{input:handbook}}
         The architect's design:
-        {{input:design}}<|im_end|>
-        <|im_start|>user
-        You are the coder of {{input:filename}}. Write the whole file.<|im_end|>
-        <|im_start|>assistant
-        {{output:code}}"""
+        {{input:design}}
+        {{/system}}
+        {{#user}}
+        You are the coder of {{input:filename}}. Write the whole file.
+        {{/user}}
+        {{#assistant}}{{output:code}}{{/assistant}}"""
 
     @fixed_length(review_tokens)
     def reviewer(tag, handbook, design, filename, code, review):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You are part of a software team building the project below.
         {{input:handbook}}
         The architect's design:
-        {{input:design}}<|im_end|>
-        <|im_start|>user
+        {{input:design}}
+        {{/system}}
+        {{#user}}
         You are the reviewer of {{input:filename}}. The file:
         {{input:code}}
-        List the most important problems.<|im_end|>
-        <|im_start|>assistant
-        {{output:review}}"""
+        List the most important problems.
+        {{/user}}
+        {{#assistant}}{{output:review}}{{/assistant}}"""
 
     @fixed_length(code_tokens)
     def reviser(tag, handbook, design, filename, code, review, revised):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. You are part of a software team building the project below.
         {{input:handbook}}
         The architect's design:
-        {{input:design}}<|im_end|>
-        <|im_start|>user
+        {{input:design}}
+        {{/system}}
+        {{#user}}
         You are the coder of {{input:filename}}. Your file:
         {{input:code}}
         The reviewer says:
         {{input:review}}
-        Write the revised file.<|im_end|>
-        <|im_start|>assistant
-        {{output:revised}}"""
+        Write the revised file.
+        {{/user}}
+        {{#assistant}}{{output:revised}}{{/assistant}}"""
 
     return architect, coder, reviewer, reviser
 

@@ -38,13 +38,14 @@ the question. Do not give legal advice beyond the text. Reference licence:"""
 def make_function(max_tokens: int):
     @fixed_length(max_tokens)
     def answer(tag, instructions, reference, question, reply):
-        """<|im_start|>system
+        """{{#system}}
         Run {{input:tag}}. {{input:instructions}}
-        {{input:reference}}<|im_end|>
-        <|im_start|>user
-        {{input:question}}<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+        {{input:reference}}
+        {{/system}}
+        {{#user}}
+        {{input:question}}
+        {{/user}}
+        {{#assistant}}{{output:reply}}{{/assistant}}"""
 
     return answer
 
