@@ -160,13 +160,15 @@ class CallStream:
 
     Text that could still become a call block (an open `<tool_call>` without its close, or
     a tail that may be the start of one) is held back until it is decided. A block that does
-    not parse as a call of a known tool stays content. Whitespace before, between and after
-    calls is dropped.
+    not parse as a call of a known tool stays content, except the unfinished last block of
+    a required call (the grammar wrote it; max_tokens cut it off): it is dropped. Whitespace
+    before, between and after calls is dropped.
     """
 
     def __init__(self, tools: ToolSet) -> None:
         self._names = {t.name for t in tools.callable}
         self._parallel = tools.parallel
+        self._forced = tools.mode == "required"  # every token is the grammar's call syntax
         self._pending = ""  # undecided: a tail that may start a block, or an open block
         self._space = ""  # whitespace held while it may sit next to a call
         self._holding = True  # no content since the start or the last call
@@ -196,7 +198,10 @@ class CallStream:
         calls: list[ToolCall] = []
         rest, self._pending = self._pending, ""
         if rest.startswith(CALL_OPEN):
-            self._take(rest, out, calls)
+            if self._forced and self._parse(rest) is None:
+                rest = ""  # a required call cut off mid-way: no call, and no content
+            else:
+                self._take(rest, out, calls)
         else:
             self._emit(rest, out)
         if not self.calls:  # no call came: held whitespace was content after all

@@ -125,3 +125,10 @@ def test_logprobs_fields():
     assert parse_completion_request({"prompt": "x", "logprobs": 2},
                                     max_n=1).options.sampling.logprobs == 2
     assert parse_completion_request({"prompt": "x"}, max_n=1).options.sampling.logprobs is None
+
+
+def test_a_required_call_cut_off_by_max_tokens_is_neither_a_call_nor_content():
+    required = tools(tool_choice="required")
+    content, calls = split_calls(CALL + "\n" + ADD_CALL[:30], required)
+    assert content == "" and [c.name for c in calls] == ["get_weather"]
+    assert split_calls(ADD_CALL[:30], tools()) == (ADD_CALL[:30], [])  # auto: the model's text
