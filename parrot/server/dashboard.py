@@ -13,14 +13,12 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from parrot.manager import ManagerError, Session, snapshot
+from parrot.manager import Session, snapshot
 from parrot.server.errors import ApiError
 from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER
 from parrot.server.native_api import SSE_HEADERS, TOKEN_HEADER
@@ -67,8 +65,7 @@ async def session_view(request: web.Request) -> web.Response:
 @routes.get("/v1/sessions/{sid}/dashboard/variables/{vid}")
 async def variable_value(request: web.Request) -> web.Response:
     session = _session(request, request.match_info["sid"])
-    with _manager_errors():
-        return web.json_response(snapshot.variable_value(session, request.match_info["vid"]))
+    return web.json_response(snapshot.variable_value(session, request.match_info["vid"]))
 
 
 @routes.get("/v1/parrot/dashboard/events")
@@ -142,16 +139,7 @@ def _session(request: web.Request, sid: str) -> Session:
     if token is None and not request.app[CONFIG].api_key:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         token = given.strip() if scheme.lower() == "bearer" else None
-    with _manager_errors():
-        return request.app[MANAGER].session(sid, token)
-
-
-@contextmanager
-def _manager_errors() -> Iterator[None]:
-    try:
-        yield
-    except ManagerError as e:
-        raise ApiError(e.message, param=e.param, status=e.status) from None
+    return request.app[MANAGER].session(sid, token)  # a refusal: the error middleware's 4xx
 
 
 def _interval(request: web.Request) -> float:

@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from parrot.server.dashboard import PAGE_PATHS
+from parrot.manager.errors import ManagerError
 from parrot.server.errors import ApiError, error_body
 from parrot.server.keys import CONFIG, IN_FLIGHT, METRICS
 
@@ -32,11 +33,14 @@ async def track_in_flight(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def errors(request: web.Request, handler) -> web.StreamResponse:
-    """Every failure becomes a JSON error body; tracebacks stay in the log."""
+    """Every failure becomes a JSON error body; tracebacks stay in the log. The one place a
+    manager refusal (`ManagerError`) becomes its HTTP status."""
     try:
         return await handler(request)
     except ApiError as e:
         return e.to_response()
+    except ManagerError as e:
+        return ApiError.from_manager(e).to_response()
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -8,11 +8,10 @@ and answer: docs/semantic-variables.md.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 from contextlib import aclosing
-from typing import Awaitable, Callable, NamedTuple
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -30,22 +29,7 @@ DEFAULT_GET_TIMEOUT_S = 300.0
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _api(handler: Handler) -> Handler:
-    """Manager refusals become JSON errors with their 4xx status."""
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ManagerError as e:
-            raise ApiError.from_manager(e) from None
-    return wrapped
-
-
 @routes.post("/v1/sessions")
-@_api
 async def open_session(request: web.Request) -> web.Response:
     """Open a session; optionally add `variables` and `calls` and wait for `get` (one round
     trip for a whole small program). A refused batch closes the new session again."""
@@ -74,7 +58,6 @@ async def open_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/sessions/{sid}")
-@_api
 async def close_session(request: web.Request) -> web.Response:
     session = _session(request)
     await _manager(request).close_session(session)
@@ -82,7 +65,6 @@ async def close_session(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/sessions/{sid}/calls")
-@_api
 async def submit_calls(request: web.Request) -> web.Response:
     session = _session(request)
     calls = _manager(request).submit_calls(session, await read_json_object(request))
@@ -90,7 +72,6 @@ async def submit_calls(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/sessions/{sid}/variables")
-@_api
 async def add_variables(request: web.Request) -> web.Response:
     session = _session(request)
     variables = _manager(request).add_variables(session, await read_json_object(request))
@@ -98,7 +79,6 @@ async def add_variables(request: web.Request) -> web.Response:
 
 
 @routes.put("/v1/sessions/{sid}/variables/{vid}")
-@_api
 async def set_variable(request: web.Request) -> web.Response:
     session = _session(request)
     body = await read_json_object(request)
@@ -109,7 +89,6 @@ async def set_variable(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/sessions/{sid}/variables/{vid}")
-@_api
 async def get_variable(request: web.Request) -> web.Response:
     session, var_id = _session(request), request.match_info["vid"]
     value = await _manager(request).get_variable(session, var_id, _criteria(request),
@@ -118,7 +97,6 @@ async def get_variable(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/sessions/{sid}/variables/{vid}/stream")
-@_api
 async def stream_variable(request: web.Request) -> web.StreamResponse:
     session, var_id = _session(request), request.match_info["vid"]
     events = _manager(request).stream_variable(session, var_id, _criteria(request))
@@ -137,7 +115,6 @@ async def stream_variable(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/v1/sessions/{sid}/graph")
-@_api
 async def session_graph(request: web.Request) -> web.Response:
     return web.json_response(_manager(request).graph_json(_session(request)))
 

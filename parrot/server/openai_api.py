@@ -11,7 +11,6 @@ from aiohttp import web
 
 from parrot.engine import EngineInputError, SamplingParams
 from parrot.engine.sampling_params import Constraint
-from parrot.manager import ManagerError
 from parrot.server.errors import ApiError
 from parrot.server.generation import generate_choices
 from parrot.server.keys import CONFIG, ENGINES, MANAGER, METRICS
@@ -97,11 +96,9 @@ def served_model(app: web.Application, requested: str | None) -> str:
 
 
 def _admit(request: web.Request, num_generations: int) -> None:
-    """429 with Retry-After when the server's queue is full (see manager/limits.py)."""
-    try:
-        request.app[MANAGER].check_queue(num_generations, param="n")
-    except ManagerError as e:
-        raise ApiError.from_manager(e) from None
+    """429 with Retry-After when the server's queue is full (see manager/limits.py; the
+    error middleware maps the refusal)."""
+    request.app[MANAGER].check_queue(num_generations, param="n")
 
 
 def pick_engine(engines: list[Engine], prompt: list[int]) -> Engine:
