@@ -304,8 +304,10 @@ class Engine:
             return
         else:
             text = detok.add(token)
-            if detok.stopped or (req.matcher is not None and req.matcher.is_stopped()):
-                text += "" if detok.stopped else detok.flush()
+            if detok.stopped:
+                finish = "stop"
+            elif req.matcher is not None and req.matcher.is_stopped():  # the grammar is done
+                text += detok.flush()
                 finish = "stop"
             elif req.num_generated >= sp.max_tokens or req.ctx.num_tokens >= self.max_model_len:
                 text += detok.flush()

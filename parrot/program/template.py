@@ -50,12 +50,11 @@ class Text:
     text: str
 
 
-@dataclass(frozen=True)
-class Placeholder:
-    kind: str  # INPUT or OUTPUT
-    name: str
-    line: int = 1
-    col: int = 1
+class _Located:
+    """A template mark that knows where it was written (`line`, `col` fields)."""
+
+    line: int
+    col: int
 
     @property
     def position(self) -> str:
@@ -63,17 +62,21 @@ class Placeholder:
 
 
 @dataclass(frozen=True)
-class RoleMark:
+class Placeholder(_Located):
+    kind: str  # INPUT or OUTPUT
+    name: str
+    line: int = 1
+    col: int = 1
+
+
+@dataclass(frozen=True)
+class RoleMark(_Located):
     """The start (`{{#role}}`) or end (`{{/role}}`) of a chat message block."""
 
     role: str
     is_open: bool
     line: int = 1
     col: int = 1
-
-    @property
-    def position(self) -> str:
-        return f"{self.line}:{self.col}"
 
 
 Piece = Text | Placeholder | RoleMark

@@ -7,7 +7,7 @@ from typing import Any
 
 from parrot.engine.sampling_params import GenerationChunk, TokenLogprobs
 from parrot.server.logprobs import LogprobsRenderer
-from parrot.server.tools import CallStream, ToolCall, ToolSet
+from parrot.server.tools import CallStream, ToolCall, ToolSet, split_calls
 
 
 class Tally:
@@ -144,10 +144,7 @@ class ChatShape(_Shape):
     def _choice(self, i: int, tally: Tally) -> dict[str, Any]:
         content, calls = tally.texts[i], []
         if self.tools is not None:
-            stream = CallStream(self.tools)
-            content, calls = stream.feed(content)
-            tail, more = stream.finish()
-            content, calls = content + tail, calls + more
+            content, calls = split_calls(content, self.tools)
         message: dict[str, Any] = {"role": "assistant", "content": content or None}
         if calls:
             message["tool_calls"] = [_call_json(c) for c in calls]
