@@ -23,20 +23,6 @@ def llm(cid, x, out, template=SUMMARIZE, max_tokens=8, **extra):
             "outputs": {"y": {"var": out, "sampling": {"max_tokens": max_tokens}}}, **extra}
 
 
-@pytest.fixture
-async def engine():
-    return FakeEngine()
-
-
-@pytest.fixture
-async def manager(engine):
-    m = Manager([engine])
-    yield m
-    m.check_integrity()
-    await m.close()
-    assert engine.live == {}, "contexts leaked"
-
-
 def fills(engine, ctx_ids=None):
     return [e for e in engine.log if e[0] == "fill"]
 

@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from parrot.manager import BadRequest, Manager, ProducerFailed
+from parrot.manager import BadRequest, ProducerFailed
 from parrot.manager.projection import ProjectionError, project
 from parrot.program.criteria import LATENCY
-from tests.manager.fake_engine import FakeEngine
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
           "examples": [{"city": "Paris", "facts": {"river": "Seine", "rank": [1, 2]}}]}
@@ -25,20 +24,6 @@ def llm(cid, x, out, template=ASK, **output):
 def proj(cid, source, path, out):
     return {"id": cid, "kind": "project", "source": {"var": source}, "path": path,
             "output": {"var": out}}
-
-
-@pytest.fixture
-async def engine():
-    return FakeEngine()
-
-
-@pytest.fixture
-async def manager(engine):
-    m = Manager([engine])
-    yield m
-    m.check_integrity()
-    await m.close()
-    assert engine.live == {}, "contexts leaked"
 
 
 def test_project_values_and_errors():
