@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, AsyncIterator
 
 from parrot.manager import limits
+from parrot.manager.app_prefixes import AppPrefixes
 from parrot.manager.call import CallKind
 from parrot.manager.call_spec import SpecContext, parse_calls, parse_variables
 from parrot.manager.errors import (
@@ -28,6 +29,7 @@ from parrot.manager.errors import (
 from parrot.manager.executor import Executor, tokenize
 from parrot.manager.limits import Limits
 from parrot.manager.objective import on_calls_added, request
+from parrot.manager.prefix_pool import PrefixPool
 from parrot.manager.readiness import collect_ready
 from parrot.manager.scheduler import Scheduler
 from parrot.manager.session import Session
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 class Manager:
     def __init__(self, engines: list[Any], *, session_idle_timeout: float = 600.0,
                  max_idle_timeout: float = 86400.0, limits: Limits | None = None,
-                 min_shared_tokens: int = 16, sweep_interval: float = 0.5) -> None:
+                 min_shared_tokens: int = 16, app_prefix_min_tokens: int = 64,
+                 sweep_interval: float = 0.5) -> None:
         if not engines:
             raise ValueError("Manager needs at least one engine")
         self.engines = list(engines)
@@ -53,8 +56,10 @@ class Manager:
         self.spec_context = SpecContext(_new_id, self.engines[0].compile,
                                         chat_renderer(self.engines[0].tokenizer))
         self.executor = Executor(self.engines, self._kick)
+        # applications' constant prompts, shared by their sessions
+        self.apps = AppPrefixes(PrefixPool(self.engines, scope="app"), app_prefix_min_tokens)
         self.scheduler = Scheduler(self.executor.loads, partial(tokenize, self.engines[0]),
-                                   min_shared_tokens)
+                                   self.apps, min_shared_tokens)
         self._pass_scheduled = False
         self._sweeper: asyncio.Task | None = None
 
@@ -71,6 +76,7 @@ class Manager:
             self._sweeper = None
         for session in list(self.sessions.values()):
             await self.close_session(session)
+        await self.apps.close()
 
     # -- sessions ------------------------------------------------------------------------
     def open_session(self, idle_timeout: float | None = None) -> Session:
@@ -98,6 +104,7 @@ class Manager:
 
     async def close_session(self, session: Session, reason: str = "session closed") -> None:
         self.sessions.pop(session.id, None)
+        self.apps.release_session(session.id)  # its calls fall back to their own contexts
         await session.close(reason)
         self._kick()
 
@@ -193,6 +200,7 @@ class Manager:
     def check_integrity(self) -> None:
         for session in self.sessions.values():
             session.check_integrity()
+        self.apps.check_integrity(self.sessions)
         assert all(n >= 0 for n in self.executor.loads), "negative engine load"
         for engine in self.engines:
             engine.check_integrity()
@@ -223,7 +231,7 @@ class Manager:
         ready_ids = {c.id for c in ready}
         waiting = [c for c in graph.pending_calls()
                    if c.kind == CallKind.LLM and c.id not in ready_ids]
-        for plan in self.scheduler.plan(graph, session.pool, ready, waiting):
+        for plan in self.scheduler.plan(session.id, graph, session.pool, ready, waiting):
             self.executor.start(session, plan.call, plan.engine_index, plan.parent)
 
     def _ensure_sweeper(self) -> None:

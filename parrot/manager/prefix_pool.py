@@ -6,8 +6,13 @@ fork from it (ready ones about to run, or active ones still waiting for inputs) 
 shared prefixes forked from it. When the last holder lets go, its context is freed (its full
 blocks stay in the engine's prefix cache until evicted).
 
+A pool has a `scope`: a session's own prefixes, or the server's application prefixes
+(`app_prefixes.py`), which sessions hold by their id. A session prefix may fork an app prefix;
+it does not hold that parent (its session does, for as long as the session lives).
+
 Invariants (`check_integrity`): every live prefix has a holder, its parent is live and holds
-a strict prefix of its tokens, and each parent lists it as a holder until it has forked.
+a strict prefix of its tokens, and each parent of the same pool lists it as a holder until it
+has forked.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ class SharedPrefix:
     engine_index: int
     priority: int
     parent: "SharedPrefix | None" = None
+    scope: str = "session"  # the pool that owns it: "session" or "app"
     holders: set[str] = field(default_factory=set)
     ctx: Any = None
     error: BaseException | None = None
@@ -43,9 +49,14 @@ class SharedPrefix:
 
 
 class PrefixPool:
-    def __init__(self, engines: list[Any]) -> None:
+    def __init__(self, engines: list[Any], scope: str = "session") -> None:
         self.engines = engines
+        self.scope = scope
         self.prefixes: dict[str, SharedPrefix] = {}
+
+    def owns(self, sp: SharedPrefix) -> bool:
+        """Whether `sp` is of this pool's scope (holds and frees go through its own pool)."""
+        return sp.scope == self.scope
 
     def longest_prefix_of(self, tokens: list[int], max_len: int) -> SharedPrefix | None:
         """The longest usable live prefix that `tokens` starts with, at most `max_len` long."""
@@ -60,8 +71,8 @@ class PrefixPool:
     def create(self, tokens: list[int], engine_index: int, priority: int,
                parent: SharedPrefix | None, holders: set[str]) -> SharedPrefix:
         """A new shared prefix, filled in the background (forking `parent` if given)."""
-        sp = SharedPrefix(list(tokens), engine_index, priority, parent, set(holders))
-        if parent is not None:
+        sp = SharedPrefix(list(tokens), engine_index, priority, parent, self.scope, set(holders))
+        if parent is not None and self.owns(parent):
             parent.holders.add(sp.id)
         self.prefixes[sp.id] = sp
         sp.task = asyncio.ensure_future(self._fill(sp))
@@ -102,6 +113,11 @@ class PrefixPool:
         """Free a prefix nobody ended up holding."""
         if not sp.holders:
             self._free(sp)
+
+    def drop(self, sp: SharedPrefix) -> None:
+        """Free `sp` whoever holds it (its fill failed: nobody can fork it)."""
+        sp.holders.clear()
+        self._free(sp)
 
     def release_holder(self, holder: str) -> None:
         """`holder` (a call) needs no shared prefix any more: drop all its holds."""
@@ -146,7 +162,7 @@ class PrefixPool:
             assert not sp.is_freed, f"{sp.id}: freed but still listed"
             assert sp.holders, f"{sp.id}: live without holders"
             parent = sp.parent
-            if parent is not None and not sp.filled.is_set():
+            if parent is not None and self.owns(parent) and not sp.filled.is_set():
                 assert parent.id in self.prefixes, f"{sp.id}: parent freed before the fork"
                 assert sp.id in parent.holders, f"{sp.id}: parent does not know its child"
             if parent is not None:

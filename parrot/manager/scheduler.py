@@ -13,6 +13,8 @@ For the calls of one session that became ready in one pass:
    beginning of every active call still waiting for inputs, go through `shared_prefixes`; each
    branching point with a ready member becomes a shared context (one prefill, many forks),
    kept while its known pending consumers still need it.
+   A call whose template's calls (in any session) begin alike forks the app prefix for that
+   beginning (`app_prefixes.py`), held by its session; session prefixes longer than it fork it.
 4. Placement: a call forking a shared prefix runs on that prefix's engine; others go to the
    least-loaded engine.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from parrot.engine.sampling_params import Priority
+from parrot.manager.app_prefixes import AppPrefixes
 from parrot.manager.call import Call
 from parrot.manager.graph import Graph
 from parrot.manager.objective import remaining_depth, task_group
@@ -58,13 +61,14 @@ def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
 
 class Scheduler:
     def __init__(self, loads: list[int], tokenize: Callable[[str], list[int]],
-                 min_shared_tokens: int = 16) -> None:
+                 apps: AppPrefixes, min_shared_tokens: int = 16) -> None:
         self.loads = loads  # in-flight work per engine, kept by the executor
         self.tokenize = tokenize
+        self.apps = apps
         self.min_shared_tokens = min_shared_tokens
         self._reserved = [0] * len(loads)
 
-    def plan(self, graph: Graph, pool: PrefixPool, ready: list[Call],
+    def plan(self, session_id: str, graph: Graph, pool: PrefixPool, ready: list[Call],
              waiting: list[Call]) -> list[Assignment]:
         """Assignments for `ready` calls. `waiting` are the session's other pending model
         calls: their known prompt beginnings shape the shared prefixes, and the active ones
@@ -73,7 +77,9 @@ class Scheduler:
         ordered = prioritize(graph, ready)
         prompts = [(c, self.first_prompt(graph, c)) for c in ordered]
         partial = [(c, self.known_prompt(graph, c)) for c in waiting]
-        parents = self._share(pool, prompts, [p for p in partial if p[1]])
+        apps = {c.id: self.apps.prefix_for(c.template.source, tokens, session_id, c.priority,
+                                           self._reserve) for c, tokens in prompts}
+        parents = self._share(pool, apps, prompts, [p for p in partial if p[1]])
         return [Assignment(call, self._place(parents[call.id]), parents[call.id])
                 for call, _ in prompts]
 
@@ -93,14 +99,19 @@ class Scheduler:
                                  else [])
         return call.known_tokens[1]
 
-    def _share(self, pool: PrefixPool, ready: list[tuple[Call, list[int]]],
+    def _share(self, pool: PrefixPool, apps: dict[str, SharedPrefix | None],
+               ready: list[tuple[Call, list[int]]],
                waiting: list[tuple[Call, list[int]]]) -> dict[str, SharedPrefix | None]:
+        """Each call's parent: the longest of its session's shared prefixes (made here for the
+        trie's nodes, or live) and its app prefix. Session prefixes are held by the calls
+        that fork them; app prefixes by the session (already)."""
         seqs = [tokens for _, tokens in ready + waiting]
         made: list[tuple[Any, SharedPrefix]] = []
         for node in shared_prefixes(seqs, self.min_shared_tokens):
             members = [i for i in node.members if i < len(ready)]
             if members:
-                sp = self._prefix_for(pool, seqs, members, node.depth,
+                app = _longest(apps.get(ready[i][0].id) for i in members)
+                sp = self._prefix_for(pool, app, seqs, members, node.depth,
                                       min(ready[i][0].priority for i in members))
                 if sp is not None:
                     made.append((node, sp))
@@ -110,22 +121,28 @@ class Scheduler:
                      key=lambda sp: len(sp.tokens), default=None)
             if i < len(ready) and sp is None:
                 sp = pool.longest_prefix_of(tokens, len(tokens) - 1)
+            if i < len(ready):
+                sp = _longest([sp, apps.get(call.id)])
             usable = sp is not None and len(sp.tokens) >= self.min_shared_tokens
-            if usable and (i < len(ready) or call.is_active):
+            if usable and pool.owns(sp) and (i < len(ready) or call.is_active):
                 pool.hold(sp, call.id)
             parents[call.id] = sp if usable else None
         for _, sp in made:
-            pool.discard_if_unheld(sp)
+            if pool.owns(sp):
+                pool.discard_if_unheld(sp)
         return parents
 
-    def _prefix_for(self, pool: PrefixPool, seqs: list[list[int]], members: list[int],
-                    depth: int, priority: int) -> SharedPrefix | None:
-        """The shared prefix for a trie node: an existing one, a new child of one, or new."""
+    def _prefix_for(self, pool: PrefixPool, app: SharedPrefix | None, seqs: list[list[int]],
+                    members: list[int], depth: int, priority: int) -> SharedPrefix | None:
+        """The shared prefix for a trie node: an existing one (of the session, or the app
+        prefix `app`), a new child of one, or new."""
         depth = min([depth] + [len(seqs[i]) - 1 for i in members])  # each member fills >= 1
         if depth < self.min_shared_tokens:
             return None
         tokens = seqs[members[0]][:depth]
         base = pool.longest_prefix_of(tokens, depth)
+        if app is not None and len(app.tokens) <= depth:
+            base = _longest([base, app])
         if base is not None and depth - len(base.tokens) < self.min_shared_tokens:
             return base
         engine = base.engine_index if base is not None else self._least_loaded()
@@ -137,5 +154,16 @@ class Scheduler:
         self.loads[index] += 1
         return index
 
+    def _reserve(self) -> int:
+        """The engine for a new app prefix (counted, so the next one goes elsewhere)."""
+        index = self._least_loaded()
+        self._reserved[index] += 1
+        return index
+
     def _least_loaded(self) -> int:
         return min(range(len(self.loads)), key=lambda i: self.loads[i] + self._reserved[i])
+
+
+def _longest(prefixes) -> SharedPrefix | None:
+    return max((sp for sp in prefixes if sp is not None), key=lambda sp: len(sp.tokens),
+               default=None)
