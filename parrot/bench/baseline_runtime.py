@@ -7,7 +7,7 @@ of its first token is known. Usage (prompt, cached, completion tokens) is summed
 which is the only prefill measure a non-Parrot server offers.
 
 A template with role blocks is rendered here exactly as the Parrot server renders it: the same
-lowering (parrot/program/chat_render.py) with the chat template of the same model, whose
+lowering (parrot/protocol/chat_render.py) with the chat template of the same model, whose
 tokenizer the runner loads locally (`local_chat_template`), so every mode sends the same text.
 """
 from __future__ import annotations
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from parrot.bench.runtime import Clock, Sample, single_output
-from parrot.program import Criteria, SemanticFunction
-from parrot.program.chat_render import Lowered, RenderChat, chat_renderer, lower_roles
-from parrot.program.template import Text
+from parrot.program import SemanticFunction
+from parrot.protocol.chat_render import Lowered, RenderChat, chat_renderer, lower_roles
+from parrot.protocol.criteria import Criteria
+from parrot.protocol.template import Text
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 
 import parrot as P
 from parrot.bench.runtime import Clock, Sample, single_output
-from parrot.program import Criteria, SemanticFunction, SemanticVariable
+from parrot.program import SemanticFunction, SemanticVariable
+from parrot.protocol.criteria import Criteria
 
 
 class ParrotApp:

@@ -28,7 +28,7 @@ from parrot.bench.latency_proxy import LatencyProxy
 from parrot.bench.parrot_runtime import ParrotRuntime
 from parrot.bench.runtime import Clock, Sample
 from parrot.bench.workload import Workload
-from parrot.program.chat_render import RenderChat
+from parrot.protocol.chat_render import RenderChat
 
 PARROT, BASELINE, BASELINE_CACHE = "parrot", "baseline", "baseline+cache"
 MODES = (PARROT, BASELINE, BASELINE_CACHE)

@@ -13,7 +13,8 @@ import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
-from parrot.program import Criteria, SemanticFunction
+from parrot.program import SemanticFunction
+from parrot.protocol.criteria import Criteria
 
 
 class Sample(NamedTuple):

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-from parrot.program.criteria import Criteria
-from parrot.program.template import INPUT, Placeholder, Stage, Template, Text
+from parrot.protocol.criteria import Criteria
+from parrot.protocol.template import INPUT, Placeholder, Stage, Template, Text
 
 TIMESTAMPS = ("submitted", "activated", "ready", "started", "first_token", "finished")
 

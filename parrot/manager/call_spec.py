@@ -19,7 +19,7 @@ Project spec: `{"kind": "project", "source": {"var": "v2"}, "path": ["answer", 0
 An output object may also carry one constraint (`json_schema`, `json_object`, `regex`,
 `choices`, `grammar`: constraint_spec.py), compiled by the engine at submit time, and a
 template may use role blocks, rendered with the served model's chat template
-(parrot/program/chat_render.py).
+(parrot/protocol/chat_render.py).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from parrot.manager.call import Binding, Call, CallKind, VarRef
 from parrot.manager.constraint_spec import constraint_key, parse_constraint
 from parrot.manager.errors import BadRequest
 from parrot.manager.projection import MAX_PATH
-from parrot.program.chat_render import RenderChat, lower_roles
-from parrot.program.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
+from parrot.protocol.chat_render import RenderChat, lower_roles
+from parrot.protocol.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
 
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)} - {"constraint"}

@@ -33,8 +33,8 @@ from parrot.manager.prefix_pool import PrefixPool
 from parrot.manager.readiness import collect_ready
 from parrot.manager.scheduler import Scheduler
 from parrot.manager.session import Session
-from parrot.program.chat_render import chat_renderer
-from parrot.program.criteria import Criteria
+from parrot.protocol.chat_render import chat_renderer
+from parrot.protocol.criteria import Criteria
 
 log = logging.getLogger(__name__)
 

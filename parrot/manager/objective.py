@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from parrot.manager.call import Call, CallKind
 from parrot.manager.graph import Graph
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 
 _RANK = {None: 0, Criteria.THROUGHPUT: 1, Criteria.LATENCY: 2}
 

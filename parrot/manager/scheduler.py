@@ -29,7 +29,7 @@ from parrot.manager.graph import Graph
 from parrot.manager.objective import remaining_depth, task_group
 from parrot.manager.prefix import shared_prefixes
 from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 
 PENDING_MARGIN = 2  # tokens dropped from a partial prompt: its end may re-tokenize
 

@@ -5,7 +5,7 @@ import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 
 
 class VarState(str, Enum):

@@ -31,7 +31,7 @@ import inspect
 from typing import Any, Callable
 
 from parrot.program.output import Output
-from parrot.program.template import INPUT, Template, TemplateError
+from parrot.protocol.template import INPUT, Template, TemplateError
 
 
 class BindingError(TypeError):

@@ -10,10 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-                   "stop_token_ids", "ignore_eos", "min_tokens", "presence_penalty",
-                   "frequency_penalty", "repetition_penalty")
-CONSTRAINT_FIELDS = ("json_schema", "regex", "choices")
+from parrot.protocol.sampling import CONSTRAINT_FIELDS, SAMPLING_FIELDS
 
 
 @dataclass(frozen=True)

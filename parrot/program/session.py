@@ -24,7 +24,7 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
 from parrot.program.client import shared_client
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 from parrot.program.errors import NoSessionError, ServerError
 from parrot.program.loop_thread import background
 from parrot.program.queued import Op, batches, has_eager, only_feeds, opening_body

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 
 if TYPE_CHECKING:
     from parrot.program.session import Session

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from aiohttp import web
 
 from parrot.manager import Manager, ManagerError, Session
-from parrot.program.criteria import Criteria
+from parrot.protocol.criteria import Criteria
 from parrot.server.errors import ApiError, error_body
 from parrot.server.keys import CONFIG, MANAGER
 from parrot.server.validation import read_json_object

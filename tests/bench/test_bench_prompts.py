@@ -18,7 +18,7 @@ from parrot.bench.workload import fixed_length
 from parrot.bench.workloads import WORKLOADS
 from parrot.manager.call_spec import SpecContext, parse_call
 from parrot.program import SemanticFunction
-from parrot.program.template import Text, render_source
+from parrot.protocol.template import Text, render_source
 
 GOLDEN = json.loads((Path(__file__).parent / "rendered_prompts.json").read_text())
 TAG = "tag-1"

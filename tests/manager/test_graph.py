@@ -4,7 +4,7 @@ import pytest
 from parrot.manager.call import Call, CallState, VarRef
 from parrot.manager.errors import Conflict, NotFound
 from parrot.manager.graph import Graph
-from parrot.program.template import Template
+from parrot.protocol.template import Template
 
 T = Template.parse("{{input:a}} -> {{output:b}}")
 

@@ -10,7 +10,7 @@ import pytest
 from parrot.engine.sampling_params import Priority
 from parrot.manager import Manager, NotFound, ProducerFailed, Unauthorized, WaitTimeout
 from parrot.manager.call import CallState
-from parrot.program.criteria import LATENCY, THROUGHPUT
+from parrot.protocol.criteria import LATENCY, THROUGHPUT
 from tests.manager.fake_engine import FakeEngine
 
 SYSTEM = "You are a careful assistant who writes short, precise summaries of documents.\n"

@@ -4,8 +4,8 @@ from parrot.manager.call import Call, CallKind, VarRef
 from parrot.manager.graph import Graph
 from parrot.manager.objective import on_calls_added, remaining_depth, request, task_group
 from parrot.manager.scheduler import engine_priority, prioritize
-from parrot.program.criteria import LATENCY, THROUGHPUT
-from parrot.program.template import INPUT, OUTPUT, Placeholder, Template
+from parrot.protocol.criteria import LATENCY, THROUGHPUT
+from parrot.protocol.template import INPUT, OUTPUT, Placeholder, Template
 
 T = Template.parse("{{input:a}} -> {{output:b}}")
 

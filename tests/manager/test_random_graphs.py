@@ -4,7 +4,7 @@ import asyncio
 import random
 
 from parrot.manager import Manager
-from parrot.program.criteria import LATENCY, THROUGHPUT
+from parrot.protocol.criteria import LATENCY, THROUGHPUT
 from tests.manager.fake_engine import FakeEngine
 
 PREFIXES = ["Shared instructions for every call in this test, long enough to share. ",

@@ -6,7 +6,7 @@ import pytest
 
 from parrot.manager import BadRequest, ProducerFailed
 from parrot.manager.projection import ProjectionError, project
-from parrot.program.criteria import LATENCY
+from parrot.protocol.criteria import LATENCY
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
           "examples": [{"city": "Paris", "facts": {"river": "Seine", "rank": [1, 2]}}]}

@@ -3,8 +3,8 @@ Llama-3-style templates written here), compared with apply_chat_template on the 
 import pytest
 from transformers import AutoTokenizer
 
-from parrot.program.chat_render import chat_renderer, lower_roles
-from parrot.program.template import Placeholder, Template, TemplateError, Text
+from parrot.protocol.chat_render import chat_renderer, lower_roles
+from parrot.protocol.template import Placeholder, Template, TemplateError, Text
 
 QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
          "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"

@@ -3,7 +3,7 @@ import pytest
 from pydantic import BaseModel
 
 import parrot as P
-from parrot.program.template import RoleMark, Template, TemplateError, render_source
+from parrot.protocol.template import RoleMark, Template, TemplateError, render_source
 
 CHAT = """{{#system}}You are terse.{{/system}}
 {{#user}}Q: {{input:q}}{{/user}}

@@ -1,7 +1,7 @@
 """Unit tests: template parsing and its errors (no engine, no server)."""
 import pytest
 
-from parrot.program.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
+from parrot.protocol.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
 
 
 def test_parse_pieces_and_positions():

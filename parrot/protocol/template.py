@@ -11,7 +11,7 @@ grammar:
     role        := "system" | "user" | "assistant"
 
 Role blocks (`{{#user}}...{{/user}}`) make a chat template: the server renders the blocks as
-messages with the served model's chat template (program/chat_render.py), so one program runs on
+messages with the served model's chat template (protocol/chat_render.py), so one program runs on
 any chat model. In a template with role blocks, blocks do not nest, only whitespace lies
 between them, and every output is inside an assistant block.
 

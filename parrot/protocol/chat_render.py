@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, NamedTuple
 
-from parrot.program.template import (
+from parrot.protocol.template import (
     OUTPUT,
     Block,
     Piece,
