@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import psutil
 
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 
 SERVER_ARGS = ["--kv-memory-gb", "0.5", "--max-num-seqs", "64"]
 CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n" \

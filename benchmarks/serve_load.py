@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 
 
 @dataclass

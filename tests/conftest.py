@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 
 # Small and exact: float32, a small KV pool (so the blocks a test frees are visible).
 E2E_SERVER_FLAGS = ("--dtype", "float32", "--kv-memory-gb", "0.25", "--max-num-seqs", "32")

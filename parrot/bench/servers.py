@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import parrot as P
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 
 COUNTERS = ("num_prefill_tokens", "num_cached_tokens", "num_generated_tokens",
             "num_decode_tokens", "num_preemptions", "num_requests_finished", "num_steps")

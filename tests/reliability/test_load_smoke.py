@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 
 pytestmark = pytest.mark.e2e
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_soak.py"

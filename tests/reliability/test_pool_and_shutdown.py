@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from parrot.server.launcher import ServerProcess
+from parrot.bench.launcher import ServerProcess
 from tests.conftest import E2E_SERVER_FLAGS
 from tests.reliability.client import call, engine_stats, wait_idle
 

@@ -7,9 +7,9 @@ import time
 import aiohttp
 import pytest
 
+from parrot.bench.launcher import ServerProcess
 from parrot.cli import build_parser, engine_config_from_args
 from parrot.engine import EngineConfig
-from parrot.server.launcher import ServerProcess
 
 
 def test_flags_map_onto_engine_config():

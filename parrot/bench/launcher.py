@@ -1,4 +1,5 @@
-"""Start `parrot serve` as a subprocess and wait until it answers (tests, benchmarks)."""
+"""Start `parrot serve` as a subprocess and wait until it answers: the bench, the tests and
+benchmarks/ start their servers with it (it is no part of the server)."""
 from __future__ import annotations
 
 import os
