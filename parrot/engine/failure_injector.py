@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from parrot.engine.scheduler import StepPlan
 
 
+class InjectedFailure(RuntimeError):
+    """What an injected failure raises inside the engine."""
+
+
 class FailureInjector:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -36,6 +40,14 @@ class FailureInjector:
         for req in requests:
             self._marked[req] = error
         return len(requests)
+
+    def mark_matching(self, marker: str, message: str) -> int:
+        """Mark the requests on every live context whose text contains `marker`."""
+        engine, failed = self.engine, 0
+        for ctx in list(engine.tree.live.values()):
+            if marker in engine.tokenizer.decode(ctx.token_ids):
+                failed += self.mark(ctx, InjectedFailure(message))
+        return failed
 
     def after_step(self, plan: StepPlan) -> None:
         for s in plan.seqs:

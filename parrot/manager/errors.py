@@ -49,6 +49,12 @@ class ProducerFailed(ManagerError):
     status = 422
 
 
+class EngineUnavailable(ProducerFailed):
+    """The engine running the producing call was lost (its message names the engine)."""
+
+    status = 503
+
+
 class Overloaded(ManagerError):
     """A limit is reached: open sessions, a session's calls or variables, the server queue."""
 

@@ -1,9 +1,14 @@
 """Runs a model call on an engine: fork or open a context, fill, generate each output, free.
 
 Each output variable is resolved the moment its text is complete, and `on_change` is called
-so the manager dispatches the consumers at once (no client round trip). The call's context
-is always freed, whatever happens (cancellation included); its full blocks stay in the
-engine's prefix cache.
+so the manager dispatches the consumers at once (no client round trip). What a call holds
+(its `CallRun`: engine load, context, prefix holds) is released in one place, the done
+callback of its task, whatever ends it (cancellation before its first step included); the
+context's full blocks stay in the engine's prefix cache.
+
+Engines come through the engine contract (`parrot/engine/client.py`). A call whose engine
+is lost before it produced a token starts again on the least-loaded live engine, from a
+fresh context; one that had produced tokens fails with the `EngineLost` error naming it.
 
 Tokens generated past an output's value (the end-of-turn token, a stop string) are already in
 the context: when the template's next text starts with exactly them (chat markup after an
@@ -15,57 +20,84 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from parrot.engine.client import EngineClient, EngineLost
 from parrot.manager.call import Call, CallState
+from parrot.manager.call_run import CallRun
 from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
 from parrot.manager.variable import Variable
 
 log = logging.getLogger(__name__)
 
 
-def tokenize(engine: Any, text: str) -> list[int]:
+def tokenize(engine: EngineClient, text: str) -> list[int]:
     """Prompt text to token ids, exactly as a plain completion of the same text would be."""
     return list(engine.tokenizer.encode(text, add_special_tokens=False))
 
 
 class Executor:
-    def __init__(self, engines: list[Any], on_change: Callable[[], None]) -> None:
+    def __init__(self, engines: list[EngineClient], on_change: Callable[[], None]) -> None:
         self.engines = engines
         self.loads = [0] * len(engines)  # in-flight calls per engine (the scheduler adds)
+        self.runs: dict[Call, CallRun] = {}  # the running calls of every session
         self.on_change = on_change
 
     def start(self, session: Any, call: Call, engine_index: int,
               parent: SharedPrefix | None) -> asyncio.Task:
         """Hand `call` to engine `engine_index` (its load was counted by the scheduler)."""
-        call.state, call.engine = CallState.RUNNING, engine_index
+        run = CallRun(call, engine_index)
+        if not self.engines[engine_index].is_alive:
+            self._move(run)
+            parent = None
+        self.runs[call] = run
+        call.state, call.engine = CallState.RUNNING, run.engine_index
         call.stamp("started")
-        task = asyncio.ensure_future(self._run(session, call, parent))
+        task = asyncio.ensure_future(self._run(session, run, parent))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         # in a callback, not the coroutine's `finally`: a task cancelled before its first
-        # step never runs its body, and its holds and load must still be returned
-        task.add_done_callback(lambda _: self._release(session, call))
+        # step never runs its body, and what it holds must still be returned
+        task.add_done_callback(lambda _: self._release(session, run))
         return task
 
-    def _release(self, session: Any, call: Call) -> None:
+    def _release(self, session: Any, run: CallRun) -> None:
+        assert not run.is_released, f"call {run.call.id} released twice"
+        run.is_released = True
+        call = run.call
         if call.state is CallState.RUNNING:  # cancelled before it could run
             call.state, call.error = CallState.CANCELLED, "cancelled"
+        if run.ctx is not None:
+            self.engines[run.engine_index].free(run.ctx)
+            run.ctx = None
         session.pool.release_holder(call.id)
-        self.loads[call.engine] -= 1
+        self.loads[run.engine_index] -= 1
+        self.runs.pop(call, None)
         self.on_change()
 
-    async def _run(self, session: Any, call: Call, parent: SharedPrefix | None) -> None:
-        engine = self.engines[call.engine]
-        ctx = None
+    def _move(self, run: CallRun) -> bool:
+        """Count `run` on the least-loaded live engine instead; False if none is live."""
+        alive = [i for i, e in enumerate(self.engines) if e.is_alive]
+        if not alive:
+            return False
+        target = min(alive, key=lambda i: self.loads[i])
+        self.loads[run.engine_index] -= 1
+        self.loads[target] += 1
+        run.engine_index = run.call.engine = target
+        run.ctx = None  # it went with its engine
+        return True
+
+    async def _run(self, session: Any, run: CallRun, parent: SharedPrefix | None) -> None:
+        call = run.call
         try:
-            ctx, skip = await self._open(engine, session.pool, call, parent)
-            tail = ""
-            for index, stage in enumerate(call.stages):
-                text = None if index == 0 else call.render(stage.pieces, session.graph.value_of)
-                text = text[len(tail):] if text is not None and text.startswith(tail) else text
-                tokens = call.first_tokens[skip:] if index == 0 else tokenize(engine, text)
-                engine.append(ctx, tokens)  # computed by the generate below: no extra step
-                var = session.graph.variables[call.outputs[stage.output]]
-                tail = await self._generate(engine, ctx, call, var, stage.output)
+            while True:
+                try:
+                    await self._attempt(session, run, parent)
+                    break
+                except EngineLost as e:
+                    if run.has_output or not self._move(run):
+                        raise
+                    log.warning("call %s: %s; starting again on engine %d", call.id, e,
+                                run.engine_index)
+                    parent, call.shared_tokens = None, 0
             call.state = CallState.DONE
             call.stamp("finished")
         except asyncio.CancelledError:
@@ -74,33 +106,48 @@ class Executor:
                 call.stamp("finished")
             raise
         except Exception as e:  # a failing call fails alone (and whatever depends on it)
-            if not isinstance(e, ValueError):
+            if isinstance(e, EngineLost):
+                log.warning("call %s failed: %s", call.id, e)
+            elif not isinstance(e, ValueError):
                 log.exception("call %s failed", call.id)
             for failed in session.graph.fail_call(call, f"call '{call.id}' failed: {e}"):
                 session.pool.release_holder(failed.id)
-        finally:
-            if ctx is not None:
-                engine.free(ctx)
 
-    async def _open(self, engine: Any, pool: PrefixPool, call: Call,
-                    parent: SharedPrefix | None) -> tuple[Any, int]:
-        """A context for `call`: a fork of its shared prefix once filled, else a fresh one."""
+    async def _attempt(self, session: Any, run: CallRun, parent: SharedPrefix | None) -> None:
+        call, engine = run.call, self.engines[run.engine_index]
+        skip = await self._open(engine, session.pool, run, parent)
+        tail = ""
+        for index, stage in enumerate(call.stages):
+            text = None if index == 0 else call.render(stage.pieces, session.graph.value_of)
+            text = text[len(tail):] if text is not None and text.startswith(tail) else text
+            tokens = call.first_tokens[skip:] if index == 0 else tokenize(engine, text)
+            engine.append(run.ctx, tokens)  # computed by the generate below: no extra step
+            var = session.graph.variables[call.outputs[stage.output]]
+            tail = await self._generate(engine, run, var, stage.output)
+
+    async def _open(self, engine: EngineClient, pool: PrefixPool, run: CallRun,
+                    parent: SharedPrefix | None) -> int:
+        """Open the call's context: a fork of its shared prefix once filled, else a fresh
+        one. Returns how many prompt tokens it already holds."""
         if parent is not None:
             await parent.filled.wait()
             if parent.error is None and parent.ctx is not None:
-                ctx = engine.fork(parent.ctx)
-                call.shared_tokens = len(parent.tokens)
-                pool.release_holder(call.id)
-                return ctx, len(parent.tokens)
-        return engine.new_context(), 0
+                run.ctx = engine.fork(parent.ctx)
+                run.call.shared_tokens = len(parent.tokens)
+                pool.release_holder(run.call.id)
+                return len(parent.tokens)
+        run.ctx = engine.new_context()
+        return 0
 
-    async def _generate(self, engine: Any, ctx: Any, call: Call, var: Variable,
+    async def _generate(self, engine: EngineClient, run: CallRun, var: Variable,
                         output: str) -> str:
         """Generate `output` into `var`; return the text generated past its value."""
+        call = run.call
         parts: list[str] = []
         token_ids: list[int] = []
-        async for chunk in engine.generate(ctx, call.sampling[output], priority=call.priority):
+        async for chunk in engine.generate(run.ctx, call.sampling[output], priority=call.priority):
             call.stamp("first_token")
+            run.has_output = True
             token_ids += chunk.token_ids
             if chunk.text:
                 parts.append(chunk.text)
@@ -119,7 +166,7 @@ class Executor:
         call.completion_tokens += usage.completion_tokens
 
 
-def _tail(engine: Any, token_ids: list[int], value: str) -> str:
+def _tail(engine: EngineClient, token_ids: list[int], value: str) -> str:
     """The generated text past `value` (a stop string, the end-of-turn token), if the tokens
     decode to the value followed by it; else "" (nothing is then trimmed)."""
     text = engine.tokenizer.decode(token_ids)

@@ -15,12 +15,14 @@ import time
 from functools import partial
 from typing import Any, AsyncIterator
 
+from parrot.engine.client import EngineLost
 from parrot.manager import limits
 from parrot.manager.app_prefixes import AppPrefixes
 from parrot.manager.call import CallKind
 from parrot.manager.call_spec import SpecContext, parse_calls, parse_variables
 from parrot.manager.errors import (
     BadRequest,
+    EngineUnavailable,
     NotFound,
     ProducerFailed,
     Unauthorized,
@@ -192,8 +194,9 @@ class Manager:
             raise NotFound(f"session '{session.id}' not found")
         var = session.graph.variables[var_id]
         if var.error is not None:
-            raise ProducerFailed(f"variable '{var_id}' was not produced: {var.error}",
-                                 param=var_id)
+            lost = EngineLost.MARK in var.error  # its call's engine went away: a 5xx
+            raise (EngineUnavailable if lost else ProducerFailed)(
+                f"variable '{var_id}' was not produced: {var.error}", param=var_id)
         return var.value
 
     # -- checks -------------------------------------------------------------------------

@@ -11,19 +11,22 @@ fills its request log) and no activation. A call's *phase* refines its state for
   request waits for a batch slot;
 - prefilling: the engine is computing its prompt; decoding: its tokens are coming.
 
-The executor keeps no reference from a call to its engine context, so the context of a
-running call is found by its prompt tokens among the engine's live contexts (see
-`LiveContexts`): two running calls with one identical prompt may swap phases on screen.
+A running call's context is the one in its run record (`CallRun`, kept by the executor);
+what the engine holds for it (blocks, whether it is in the running batch) comes from the
+engine's public status view (`EngineClient.status()`), read once per snapshot.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from parrot.engine.client import EngineClient
 from parrot.engine.sampling_params import Priority
+from parrot.engine.status import ContextStatus, EngineStatus
 from parrot.manager.call import Call, CallKind, CallState
+from parrot.manager.call_run import CallRun
 from parrot.manager.graph import Graph
 from parrot.manager.objective import task_group
 from parrot.manager.prefix_pool import PrefixPool
@@ -46,26 +49,28 @@ def sessions_summary(sessions: Iterable[Session]) -> list[dict]:
             for s in sessions if not s.is_closed]
 
 
-def session_view(session: Session, engines: list[Any], sessions: Iterable[Session]) -> dict:
+def session_view(session: Session, engines: list[EngineClient],
+                 runs: Mapping[Call, CallRun]) -> dict:
     """The session's graph (calls with phases, variables, task groups) and context tree."""
     graph = session.graph
-    live = LiveContexts(engines, sessions)
+    statuses = [engine.status() for engine in engines]
     groups = task_groups(graph)
     group_of = {cid: g["id"] for g in groups for cid in g["members"]}
-    ctx_of: dict[str, Any] = {}
+    ctx_of: dict[str, ContextStatus] = {}
     calls = []
     for call in graph.calls.values():
-        ctx, phase = call_phase(call, graph, session.pool, live)
+        ctx = _run_context(runs.get(call), statuses)
         if ctx is not None:
             ctx_of[call.id] = ctx
-        calls.append(call_view(call, phase, group_of.get(call.id), ctx))
+        calls.append(call_view(call, call_phase(call, graph, session.pool, ctx),
+                               group_of.get(call.id), ctx))
     return {"session_id": session.id, "created_at": session.created_at,
             "closed": session.is_closed,
             "counts": dict(Counter(c["phase"] for c in calls)),
             "calls": calls,
             "variables": [variable_view(v) for v in graph.variables.values()],
             "groups": groups,
-            "context_tree": context_tree(session, ctx_of, _block_size(engines))}
+            "context_tree": context_tree(session, ctx_of, statuses)}
 
 
 def variable_value(session: Session, var_id: str) -> dict:
@@ -77,49 +82,26 @@ def variable_value(session: Session, var_id: str) -> dict:
 
 
 # -- calls ------------------------------------------------------------------------------
-class LiveContexts:
-    """The engine contexts of running calls, found by prompt tokens (read-only, best effort).
-
-    A call's context starts with its first-stage tokens (`Call.first_tokens`); shared-prefix
-    contexts of every session are left out, and each context is claimed once."""
-
-    def __init__(self, engines: list[Any], sessions: Iterable[Session]) -> None:
-        prefix_ctxs = {id(sp.ctx) for s in sessions for sp in s.pool.prefixes.values()
-                       if sp.ctx is not None}
-        self._unclaimed = [[c for c in _live_contexts(e) if id(c) not in prefix_ctxs]
-                           for e in engines]
-        self._computing = [{id(r.ctx) for r in _running_requests(e)} for e in engines]
-
-    def claim(self, call: Call) -> tuple[Any, bool]:
-        """(the call's context or None, whether the engine is computing it in its batch)."""
-        tokens = call.first_tokens
-        if call.engine is None or not tokens:
-            return None, False
-        n, contexts = len(tokens), self._unclaimed[call.engine]
-        for i, ctx in enumerate(contexts):
-            ids = ctx.token_ids
-            if len(ids) >= n and ids[n - 1] == tokens[-1] and ids[:n] == tokens:
-                del contexts[i]
-                return ctx, id(ctx) in self._computing[call.engine]
-        return None, False
+def _run_context(run: CallRun | None, statuses: list[EngineStatus]) -> ContextStatus | None:
+    if run is None or run.ctx is None:
+        return None
+    return statuses[run.engine_index].contexts.get(run.ctx)
 
 
-def call_phase(call: Call, graph: Graph, pool: PrefixPool,
-               live: LiveContexts) -> tuple[Any, str]:
-    """(the call's live engine context or None, its display phase)."""
+def call_phase(call: Call, graph: Graph, pool: PrefixPool, ctx: ContextStatus | None) -> str:
+    """The call's display phase; `ctx` is what its engine reports of its context."""
     if call.state in _FINISHED:
-        return None, _FINISHED[call.state]
+        return _FINISHED[call.state]
     if call.state == CallState.PENDING:
-        return None, "ready" if call.is_active and graph.is_ready(call) else "waiting"
-    ctx, is_computing = live.claim(call)
+        return "ready" if call.is_active and graph.is_ready(call) else "waiting"
     if "first_token" in call.times:
-        return ctx, "decoding"
-    if _waits_for_prefix(call, pool) or not is_computing:
-        return ctx, "queued"
-    return ctx, "prefilling"
+        return "decoding"
+    if _waits_for_prefix(call, pool) or ctx is None or not ctx.is_computing:
+        return "queued"
+    return "prefilling"
 
 
-def call_view(call: Call, phase: str, group: str | None, ctx: Any) -> dict:
+def call_view(call: Call, phase: str, group: str | None, ctx: ContextStatus | None) -> dict:
     return {
         "id": call.id, "name": call.name, "kind": call.kind.value, "state": call.state.value,
         "phase": phase, "active": call.is_active, "eager": call.is_eager,
@@ -157,10 +139,12 @@ def variable_view(var: Any) -> dict:
 
 
 # -- the context tree -------------------------------------------------------------------
-def context_tree(session: Session, ctx_of: dict[str, Any], block_size: int | None) -> dict:
+def context_tree(session: Session, ctx_of: dict[str, ContextStatus],
+                 statuses: list[EngineStatus]) -> dict:
     """Which calls share which prefix: the session's live shared prefixes, and those its
     calls forked earlier (found again from their prompt tokens), nested by prefix."""
     nodes: dict[tuple[int, tuple[int, ...]], dict] = {}
+    block_size = statuses[0].block_size if statuses else None
 
     def node(engine: int, tokens: list[int]) -> dict:
         key = (engine, tuple(tokens))
@@ -173,7 +157,8 @@ def context_tree(session: Session, ctx_of: dict[str, Any], block_size: int | Non
 
     for sp in session.pool.prefixes.values():
         node(sp.engine_index, sp.tokens).update(
-            live=True, filled=sp.filled.is_set(), blocks_held=_blocks_held(sp.ctx),
+            live=True, filled=sp.filled.is_set(),
+            blocks_held=_blocks_held(statuses[sp.engine_index].contexts.get(sp.ctx)),
             waiting=sorted(h for h in sp.holders if h in session.graph.calls))
     started = [c for c in session.graph.calls.values()
                if c.kind == CallKind.LLM and c.engine is not None]
@@ -215,24 +200,8 @@ def _waits_for_prefix(call: Call, pool: PrefixPool) -> bool:
                for sp in pool.prefixes.values())
 
 
-# -- engine internals, read only (absent from test doubles) -------------------------------
-def _live_contexts(engine: Any) -> list[Any]:
-    tree = getattr(engine, "tree", None)
-    return list(tree.live.values()) if tree is not None else []
-
-
-def _running_requests(engine: Any) -> list[Any]:
-    scheduler = getattr(engine, "scheduler", None)
-    return list(scheduler.running) if scheduler is not None else []
-
-
-def _blocks_held(ctx: Any) -> int | None:
-    table = getattr(ctx, "block_table", None)
-    return len(table) if table is not None else None
-
-
-def _block_size(engines: list[Any]) -> int | None:
-    return getattr(getattr(engines[0], "config", None), "block_size", None)
+def _blocks_held(ctx: ContextStatus | None) -> int | None:
+    return ctx.num_blocks if ctx is not None else None
 
 
 def _blocks(num_tokens: int, block_size: int | None) -> int | None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from parrot.engine.local_engine import as_client
 from parrot.manager import Manager
 from parrot.server import (
     dashboard,
@@ -25,12 +26,16 @@ from parrot.server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from parrot.engine import Engine
+    from parrot.engine.client import EngineClient
 
 log = logging.getLogger(__name__)
 
 
-def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web.Application:
-    """An app serving already-started `engines`; whoever started them stops them."""
+def create_app(engines: list[Engine | EngineClient],
+               config: ServerConfig | None = None) -> web.Application:
+    """An app serving already-started `engines` (in-process `Engine`s, or engine clients such
+    as `RayEngine`s); whoever started them stops them. Everything past here drives them
+    through the engine contract (parrot/engine/client.py)."""
     if not engines:
         raise ValueError("create_app needs at least one engine")
     config = config or ServerConfig()
@@ -38,7 +43,7 @@ def create_app(engines: list[Engine], config: ServerConfig | None = None) -> web
         client_max_size=config.max_body_bytes,
         middlewares=[middlewares.track_in_flight, middlewares.count_requests,
                      middlewares.errors, middlewares.api_key])
-    app[ENGINES] = list(engines)
+    app[ENGINES] = [as_client(engine, i) for i, engine in enumerate(engines)]
     app[CONFIG] = config
     app[METRICS] = ServerMetrics(openai_api.served_model(app, None), engines[0].max_model_len)
     app[IN_FLIGHT] = set()

@@ -100,7 +100,8 @@ def engine_json(engines: list[Any]) -> dict:
     per_engine = []
     for index, engine in enumerate(engines):
         stats = stats_to_json(engine.stats())
-        per_engine.append({"index": index, "model": getattr(engine, "model_name", None),
+        per_engine.append({"index": index, "model": engine.model_name, "name": engine.name,
+                           "alive": engine.is_alive, "error": engine.error,
                            **stats, "prefix_hit_rate": _hit_rate(stats)})
     totals = {k: v for k, v in sum_numeric(per_engine).items()
               if k not in ("index", "prefix_hit_rate")}
@@ -115,7 +116,7 @@ def sessions_json(app: web.Application) -> dict:
 
 def session_json(app: web.Application, session: Session) -> dict:
     manager = app[MANAGER]
-    return snapshot.session_view(session, manager.engines, manager.sessions.values())
+    return snapshot.session_view(session, manager.engines, manager.executor.runs)
 
 
 def _hit_rate(stats: dict) -> float | None:

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from parrot.engine import EngineInputError
+from parrot.engine.client import EngineLost
 from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams
 from parrot.server.errors import ApiError
 
 if TYPE_CHECKING:
-    from parrot.engine import Context, Engine
+    from parrot.engine.client import ContextId, EngineClient
 
 SamplingFor = Callable[[int, int], SamplingParams]  # (prompt index, choice index) -> params
 
@@ -36,13 +37,13 @@ class _Failed(NamedTuple):
 class _Run:
     """Shared by the per-prompt tasks of one request: where chunks go, what to free."""
 
-    def __init__(self, engine: Engine, n: int, sampling_for: SamplingFor,
+    def __init__(self, engine: EngineClient, n: int, sampling_for: SamplingFor,
                  priority: Priority) -> None:
         self.engine, self.n, self.sampling_for, self.priority = engine, n, sampling_for, priority
         self.queue: asyncio.Queue[ChoiceChunk | _Failed] = asyncio.Queue()
-        self.contexts: list[Context] = []
+        self.contexts: list[ContextId] = []
 
-    def new_context(self, parent: Context | None = None) -> Context:
+    def new_context(self, parent: ContextId | None = None) -> ContextId:
         ctx = self.engine.new_context() if parent is None else self.engine.fork(parent)
         self.contexts.append(ctx)
         return ctx
@@ -52,7 +53,7 @@ class _Run:
             self.engine.free(ctx)
 
 
-async def generate_choices(engine: Engine, prompts: Sequence[list[int]], n: int,
+async def generate_choices(engine: EngineClient, prompts: Sequence[list[int]], n: int,
                            sampling_for: SamplingFor,
                            priority: Priority = Priority.NORMAL) -> AsyncIterator[ChoiceChunk]:
     run = _Run(engine, n, sampling_for, priority)
@@ -93,7 +94,7 @@ async def _run_prompt(run: _Run, token_ids: list[int], prompt_index: int) -> Non
         run.queue.put_nowait(_Failed(_as_api_error(e)))
 
 
-async def _pump(run: _Run, ctx: Context, index: int, prompt_index: int,
+async def _pump(run: _Run, ctx: ContextId, index: int, prompt_index: int,
                 cached: int | None) -> None:
     """Stream one choice; `cached`: the prompt's prefix-cache hits when it was filled once."""
     params = run.sampling_for(prompt_index, index)
@@ -112,4 +113,6 @@ def _as_api_error(e: Exception) -> Exception:
         e = e.exceptions[0]
     if isinstance(e, EngineInputError):  # too long for the context or the KV pool
         return ApiError(str(e))
+    if isinstance(e, EngineLost):  # its engine died: a 503 that names it
+        return ApiError(str(e), status=503, code="engine_lost")
     return e

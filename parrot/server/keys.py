@@ -10,10 +10,10 @@ from parrot.server.config import ServerConfig
 from parrot.server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from parrot.engine import Engine
+    from parrot.engine.client import EngineClient
     from parrot.manager import Manager
 
-ENGINES: web.AppKey[list["Engine"]] = web.AppKey("engines")
+ENGINES: web.AppKey[list["EngineClient"]] = web.AppKey("engines")
 CONFIG: web.AppKey[ServerConfig] = web.AppKey("config")
 METRICS: web.AppKey[ServerMetrics] = web.AppKey("metrics")
 MANAGER: web.AppKey["Manager"] = web.AppKey("manager")

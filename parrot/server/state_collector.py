@@ -84,6 +84,11 @@ class StateCollector:
         yield from self._manager_metrics()
 
     def _engine_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("parrot:engine_up", "1 while the engine is alive, 0 once lost.",
+                               labels=["model_name", "engine"])
+        for index, engine in enumerate(self.engines):
+            up.add_metric([self.model_name, str(index)], float(engine.is_alive))
+        yield up
         all_stats = [engine.stats() for engine in self.engines]
         for series in ENGINE_SERIES:
             family = (CounterMetricFamily if series.is_counter else GaugeMetricFamily)(

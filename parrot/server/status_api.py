@@ -12,7 +12,14 @@ from parrot.server.metrics import CONTENT_TYPE
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """"ok" with every engine alive, "degraded" (still 200) with some lost, 503 with none."""
+    engines = [{"index": i, "name": e.name, "alive": e.is_alive,
+                **({"error": e.error} if e.error else {})}
+               for i, e in enumerate(request.app[ENGINES])]
+    num_alive = sum(e["alive"] for e in engines)
+    status = "ok" if num_alive == len(engines) else "degraded" if num_alive else "unavailable"
+    return web.json_response({"status": status, "engines": engines},
+                             status=200 if num_alive else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

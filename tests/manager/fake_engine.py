@@ -1,6 +1,7 @@
 """A small in-process stand-in for `parrot.engine.Engine`, for UNIT tests only.
 
-One character is one token. Generation is a pure function of the context's tokens (so a
+It keeps the engine contract (`parrot/engine/client.py`): contexts are int ids. One
+character is one token. Generation is a pure function of the context's tokens (so a
 fork and a fresh context give the same text, like a greedy model). It records every fill
 and generate with timestamps, counts prefilled tokens, and tracks live contexts so tests can
 check that everything is freed. Real-engine behaviour is covered by the e2e tests.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import jinja2
 
 from parrot.engine.sampling_params import Constraint, GenerationChunk, SamplingParams, Usage
+from parrot.engine.status import ContextStatus, EngineStatus
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -78,27 +80,31 @@ class FakeEngine:
         self.log: list[tuple] = []  # (what, ctx id, n tokens, priority, time)
         self.counters = FakeStats()
         self.step_observers: list = []  # like Engine's; the fake has no steps to report
+        self.name, self.is_alive, self.error = "fake engine", True, None
 
-    def new_context(self) -> FakeContext:
+    def new_context(self) -> int:
         ctx = FakeContext()
         self.live[ctx.id] = ctx
-        return ctx
+        return ctx.id
 
-    def fork(self, parent: FakeContext) -> FakeContext:
+    def fork(self, parent_id: int) -> int:
+        parent = self.live[parent_id]
         assert not parent.is_freed and not parent.is_busy, "fork of a freed or busy context"
         child = FakeContext(list(parent.token_ids))
         self.live[child.id] = child
         self.counters.num_cached_tokens += len(parent.token_ids)
-        return child
+        return child.id
 
-    def append(self, ctx: FakeContext, token_ids: list[int]) -> None:
+    def append(self, ctx_id: int, token_ids: list[int]) -> None:
+        ctx = self.live[ctx_id]
         """Like Engine.append: the tokens count as prefilled by the next generate."""
         self._check_len(ctx, len(token_ids))
         self.log.append(("append", ctx.id, len(token_ids), 0, time.time()))
         ctx.token_ids += token_ids
         self.counters.num_prefill_tokens += len(token_ids)
 
-    async def fill(self, ctx: FakeContext, token_ids: list[int], priority=1) -> None:
+    async def fill(self, ctx_id: int, token_ids: list[int], priority=1) -> None:
+        ctx = self.live[ctx_id]
         self._check_len(ctx, len(token_ids))
         self.log.append(("fill", ctx.id, len(token_ids), int(priority), time.time()))
         ctx.is_busy = True
@@ -121,7 +127,8 @@ class FakeEngine:
             json.loads(c.spec)
         return c
 
-    async def generate(self, ctx: FakeContext, sampling: SamplingParams, priority=1):
+    async def generate(self, ctx_id: int, sampling: SamplingParams, priority=1):
+        ctx = self.live[ctx_id]
         self._check_len(ctx, sampling.max_tokens)
         self.log.append(("generate", ctx.id, len(ctx.token_ids), int(priority), time.time()))
         prompt = len(ctx.token_ids)
@@ -145,14 +152,21 @@ class FakeEngine:
             return spec[0]
         return json.dumps(spec["examples"][0]) if spec.get("examples") else "{}"
 
-    def free(self, ctx: FakeContext) -> None:
-        assert not ctx.is_freed, "double free"
+    def free(self, ctx_id: int) -> None:
+        ctx = self.live.get(ctx_id)
+        assert ctx is not None and not ctx.is_freed, "double free"
         ctx.is_freed = True
         self.live.pop(ctx.id, None)
 
     def stats(self) -> FakeStats:
         return FakeStats(self.counters.num_prefill_tokens, self.counters.num_decode_tokens,
                          self.counters.num_cached_tokens, len(self.live), 0)
+
+    def status(self) -> EngineStatus:
+        """Blocks as a 16-token paged engine would hold them; a busy context is computing."""
+        return EngineStatus(16, {c.id: ContextStatus(c.num_tokens, c.num_tokens,
+                                                     -(-c.num_tokens // 16), c.is_busy)
+                                 for c in self.live.values()})
 
     def check_integrity(self) -> None:
         assert all(not c.is_freed for c in self.live.values())
