@@ -11,6 +11,8 @@ PENALTIES = ("presence_penalty", "frequency_penalty", "repetition_penalty")
 MAX_STOP_STRINGS, MAX_STOP_CHARS, MAX_STOP_TOKEN_IDS = 16, 512, 64  # each token scans them
 MAX_LOGPROBS = 20  # top alternatives per token (OpenAI's top_logprobs limit)
 MAX_CONSTRAINT_CHARS = 64 * 1024  # a schema, regex, grammar or choice list
+MAX_TEMPERATURE = 100.0  # temperature in [0, MAX_TEMPERATURE]; top_p in (0, 1]
+MAX_PENALTY = 2.0  # presence/frequency in [-MAX_PENALTY, MAX_PENALTY]; repetition in (0, it]
 ConstraintKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
 CONSTRAINT_KINDS: tuple[str, ...] = ConstraintKind.__args__
 
@@ -76,13 +78,15 @@ class SamplingParams:
             if not _is_number(getattr(self, name)):
                 raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         for name in ("presence_penalty", "frequency_penalty"):
-            if not -2.0 <= getattr(self, name) <= 2.0:
-                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)!r}")
-        if not 0.0 < self.repetition_penalty <= 2.0:
-            raise ValueError(f"repetition_penalty must be in (0, 2], "
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:
+                raise ValueError(f"{name} must be in [-{MAX_PENALTY:g}, {MAX_PENALTY:g}], "
+                                 f"got {getattr(self, name)!r}")
+        if not 0.0 < self.repetition_penalty <= MAX_PENALTY:
+            raise ValueError(f"repetition_penalty must be in (0, {MAX_PENALTY:g}], "
                              f"got {self.repetition_penalty!r}")
-        if not 0.0 <= self.temperature <= 100.0:
-            raise ValueError(f"temperature must be in [0, 100], got {self.temperature!r}")
+        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE:g}], "
+                             f"got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not _is_int(self.top_k) or self.top_k < 0:

@@ -1,4 +1,8 @@
-"""Turning the native API's JSON call and variable specs into graph objects, checking them.
+"""Turning the native API's call and variable specs into graph objects, checking them.
+
+Shapes and types are the pydantic models of native_bodies.py (an error names the field);
+what is checked here needs the template: bindings against its placeholders, its syntax,
+role blocks, each output's sampling and constraint.
 
 Call spec (one element of `POST /v1/sessions/{sid}/calls` `{"calls": [...]}`):
 
@@ -23,25 +27,27 @@ template may use role blocks, rendered with the served model's chat template
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, fields
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from parrot.engine.sampling_params import Constraint, SamplingParams
 from parrot.manager.call import Binding, Call, CallKind, VarRef
 from parrot.manager.constraint_spec import constraint_key, parse_constraint
 from parrot.manager.errors import BadRequest
-from parrot.manager.projection import MAX_PATH
+from parrot.manager.fields import describe
+from parrot.manager.native_bodies import (CallsBody, CallSpec, JoinSpec, NativeSampling,
+                                          OutputSpec, ProjectSpec, ValueSpec, VariableSpec,
+                                          VariablesBody, VarRefSpec)
 from parrot.protocol.chat_render import RenderChat, lower_roles
 from parrot.protocol.template import INPUT, OUTPUT, Placeholder, Template, TemplateError, Text
 
-_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)} - {"constraint"}
-MAX_CALLS_PER_REQUEST = 4096
-MAX_JOIN_PARTS = 4096
-
 NewId = Callable[[str], str]
 Compile = Callable[[SamplingParams], object]  # Engine.compile: ValueError for a bad constraint
+_CALL = TypeAdapter(CallSpec)
+_VARIABLE = TypeAdapter(VariableSpec)
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -54,54 +60,53 @@ class SpecContext:
     render_chat: RenderChat | None = None
 
 
-def parse_calls(body: dict, env: SpecContext | NewId) -> list[Call]:
+def validated(adapter: TypeAdapter | type[Model], raw: Any, where: str = "") -> Any:
+    """`raw` validated by a model (or adapter); 400 naming the field otherwise."""
+    try:
+        if isinstance(adapter, TypeAdapter):
+            return adapter.validate_python(raw)
+        return adapter.model_validate(raw)
+    except ValidationError as e:
+        message, param = describe(e, where)
+        raise BadRequest(message, param=param or None) from None
+
+
+def parse_calls(body: dict | CallsBody, env: SpecContext | NewId) -> list[Call]:
     env = env if isinstance(env, SpecContext) else SpecContext(env)
-    specs = body.get("calls")
-    if not isinstance(specs, list) or not specs:
-        raise BadRequest("'calls' must be a non-empty list of call objects", param="calls")
-    if len(specs) > MAX_CALLS_PER_REQUEST:
-        raise BadRequest(f"at most {MAX_CALLS_PER_REQUEST} calls per request", param="calls")
-    return [parse_call(spec, f"calls[{i}]", env) for i, spec in enumerate(specs)]
+    specs = body if isinstance(body, CallsBody) else validated(CallsBody, body)
+    return [parse_call(spec, f"calls[{i}]", env) for i, spec in enumerate(specs.calls)]
 
 
 def parse_call(spec: Any, where: str, env: SpecContext) -> Call:
-    if not isinstance(spec, dict):
-        raise BadRequest(f"{where} must be an object", param=where)
-    kind = spec.get("kind", "llm")
-    if kind in _MODEL_FREE:
-        return _MODEL_FREE[kind](spec, where, env.new_id)
-    if kind != "llm":
-        raise BadRequest(f"{where}.kind must be 'llm', 'join' or 'project', got {kind!r}",
-                         param=where)
-    template, stops = _parse_template(spec.get("template"), where, env.render_chat)
-    inputs = _parse_inputs(spec.get("inputs") or {}, template, where)
-    defaults = _object(spec.get("sampling") or {}, f"{where}.sampling")
-    outputs, sampling = _parse_outputs(spec.get("outputs") or {}, template, defaults, where,
-                                       env, stops)
-    return Call(_id(spec.get("id"), f"{where}.id", env.new_id, "c"), template, inputs, outputs,
-                sampling, name=_optional_str(spec.get("name"), f"{where}.name"),
-                is_eager=_bool(spec.get("eager"), f"{where}.eager"))
+    if not isinstance(spec, BaseModel):
+        spec = validated(_CALL, spec, where)
+    if isinstance(spec, JoinSpec):
+        return _parse_join(spec, where, env.new_id)
+    if isinstance(spec, ProjectSpec):
+        return _parse_project(spec, where, env.new_id)
+    template, stops = _parse_template(spec.template, where, env.render_chat)
+    inputs = _parse_inputs(spec.inputs or {}, template, where)
+    defaults = spec.sampling.settings() if spec.sampling is not None else {}
+    outputs, sampling = _parse_outputs(spec.outputs or {}, template, defaults, where, env, stops)
+    return Call(_id(spec.id, env.new_id, "c"), template, inputs, outputs, sampling,
+                name=spec.name, is_eager=bool(spec.eager))
 
 
-def parse_variables(body: dict, new_id: NewId) -> list[tuple[str, str | None, str | None]]:
+def parse_variables(body: dict | VariablesBody | list[VariableSpec],
+                    new_id: NewId) -> list[tuple[str, str | None, str | None]]:
     """(id, name, value) of each variable in `{"variables": [...]}` or a single object."""
-    specs = body.get("variables", [body])
-    if not isinstance(specs, list) or not specs:
-        raise BadRequest("'variables' must be a non-empty list", param="variables")
-    out = []
-    for i, spec in enumerate(specs):
-        spec = _object(spec, f"variables[{i}]")
-        value = spec.get("value")
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"variables[{i}].value must be a string",
-                             param=f"variables[{i}].value")
-        out.append((_id(spec.get("id"), f"variables[{i}].id", new_id, "v"),
-                    _optional_str(spec.get("name"), f"variables[{i}].name"), value))
-    return out
+    if isinstance(body, list):
+        specs = body
+    elif isinstance(body, VariablesBody):
+        specs = body.variables
+    elif isinstance(body, dict) and "variables" in body:
+        specs = validated(VariablesBody, body).variables
+    else:
+        specs = [validated(_VARIABLE, body)]
+    return [(_id(s.id, new_id, "v"), s.name, s.value) for s in specs]
 
 
-def _parse_inputs(raw: Any, template: Template, where: str) -> dict[str, Binding]:
-    raw = _object(raw, f"{where}.inputs")
+def _parse_inputs(raw: dict[str, Any], template: Template, where: str) -> dict[str, Binding]:
     for name in raw:
         if name not in template.inputs:
             raise BadRequest(f"{where}.inputs: '{name}' is not an input of the template "
@@ -113,11 +118,11 @@ def _parse_inputs(raw: Any, template: Template, where: str) -> dict[str, Binding
             p = template.find(name)
             raise BadRequest(f"{where}: input '{name}' (at {p.position}) is not bound",
                              param=f"{where}.inputs.{name}")
-        bindings[name] = _binding(raw[name], f"{where}.inputs.{name}")
+        bindings[name] = _binding(raw[name])
     return bindings
 
 
-def _parse_template(raw: Any, where: str,
+def _parse_template(raw: str, where: str,
                     render_chat: RenderChat | None) -> tuple[Template, dict[str, str]]:
     """The call's template (role blocks lowered to chat markup) and the stops they imply."""
     try:
@@ -132,9 +137,9 @@ def _parse_template(raw: Any, where: str,
         raise BadRequest(f"{where}.template: {e}", param=f"{where}.template") from None
 
 
-def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str, env: SpecContext,
-                   stops: dict[str, str]) -> tuple[dict[str, str], dict[str, SamplingParams]]:
-    raw = _object(raw, f"{where}.outputs")
+def _parse_outputs(raw: dict[str, Any], template: Template, defaults: dict, where: str,
+                   env: SpecContext, stops: dict[str, str]
+                   ) -> tuple[dict[str, str], dict[str, SamplingParams]]:
     for name in raw:
         if name not in template.outputs:
             raise BadRequest(f"{where}.outputs: '{name}' is not an output of the template "
@@ -142,28 +147,30 @@ def _parse_outputs(raw: Any, template: Template, defaults: dict, where: str, env
                              param=f"{where}.outputs.{name}")
     outputs, sampling = {}, {}
     for name in template.outputs:
-        spec = raw.get(name) or {}
-        spec = {"var": spec} if isinstance(spec, str) else _object(spec, f"{where}.outputs.{name}")
+        spec = raw.get(name) or OutputSpec()
+        spec = OutputSpec(var=spec) if isinstance(spec, str) else spec
         here = f"{where}.outputs.{name}"
-        outputs[name] = _id(spec.get("var"), f"{here}.var", env.new_id, "v")
+        outputs[name] = _id(spec.var, env.new_id, "v")
         sampling[name] = _output_sampling(spec, defaults, here, env, stops.get(name))
     return outputs, sampling
 
 
-def _output_sampling(spec: dict, defaults: dict, where: str, env: SpecContext,
+def _output_sampling(spec: OutputSpec, defaults: dict, where: str, env: SpecContext,
                      block_stop: str | None) -> SamplingParams:
     """An output's SamplingParams: its settings over the call's defaults, with its constraint
     (a constrained output ends with its grammar: it inherits no default stop), or else the
     stop its assistant block implies."""
-    constraint = parse_constraint(spec, where)
+    fields = spec.model_dump(exclude_none=True, exclude={"var", "sampling"})
+    constraint = parse_constraint(fields, where)
     inherited = {k: v for k, v in defaults.items() if not (constraint and k == "stop")}
-    settings = {**inherited, **_object(spec.get("sampling") or {}, f"{where}.sampling")}
+    own = spec.sampling.settings() if spec.sampling is not None else {}
+    settings = {**inherited, **own}
     if constraint is None and block_stop is not None:
         stop = settings.get("stop") or []
         settings["stop"] = [*([stop] if isinstance(stop, str) else stop), block_stop]
-    params = sampling_params(settings, f"{where}.sampling", constraint)
+    params = _sampling(settings, f"{where}.sampling", constraint)
     if constraint is not None and env.compile is not None:
-        _compile(env.compile, params, f"{where}.{constraint_key(spec, where)}")
+        _compile(env.compile, params, f"{where}.{constraint_key(fields, where)}")
     return params
 
 
@@ -176,95 +183,47 @@ def _compile(compile: Compile, params: SamplingParams, where: str) -> None:
 
 def sampling_params(settings: dict, where: str,
                     constraint: Constraint | None = None) -> SamplingParams:
-    unknown = sorted(set(settings) - _SAMPLING_FIELDS)
-    if unknown:
-        raise BadRequest(f"{where}: unknown sampling field(s) {unknown}", param=where)
-    try:
+    """SamplingParams from a native `sampling` object; 400 naming the field otherwise."""
+    checked = validated(NativeSampling, settings, where)
+    return _sampling(checked.settings(), where, constraint)
+
+
+def _sampling(settings: dict, where: str, constraint: Constraint | None) -> SamplingParams:
+    try:  # the fields are checked; what is left is between them (min_tokens <= max_tokens)
         return SamplingParams(**settings, constraint=constraint)
     except (TypeError, ValueError) as e:
         raise BadRequest(f"{where}: {e}", param=where) from None
 
 
-def _parse_join(spec: dict, where: str, new_id: NewId) -> Call:
-    parts = spec.get("parts")
-    if not isinstance(parts, list) or len(parts) > MAX_JOIN_PARTS:
-        raise BadRequest(f"{where}.parts must be a list of at most {MAX_JOIN_PARTS} items",
-                         param=f"{where}.parts")
-    sep = spec.get("sep", "\n")
-    if not isinstance(sep, str):
-        raise BadRequest(f"{where}.sep must be a string", param=f"{where}.sep")
+def _parse_join(spec: JoinSpec, where: str, new_id: NewId) -> Call:
     pieces: list = []
-    for i in range(len(parts)):
-        pieces += [Text(sep)] if i else []
+    for i in range(len(spec.parts)):
+        pieces += [Text(spec.sep)] if i else []
         pieces.append(Placeholder(INPUT, f"p{i}"))
     template = Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")])
-    inputs = {f"p{i}": _binding(p, f"{where}.parts[{i}]") for i, p in enumerate(parts)}
-    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, inputs,
-                {"out": _output_var(spec, where, new_id)},
-                name=_optional_str(spec.get("name"), f"{where}.name") or "join",
+    inputs = {f"p{i}": _binding(p) for i, p in enumerate(spec.parts)}
+    return Call(_id(spec.id, new_id, "c"), template, inputs,
+                {"out": _output_var(spec.output, new_id)}, name=spec.name or "join",
                 kind=CallKind.RENDER)
 
 
-def _parse_project(spec: dict, where: str, new_id: NewId) -> Call:
-    source = _binding(spec.get("source"), f"{where}.source")
-    if not isinstance(source, VarRef):
-        raise BadRequest(f"{where}.source must be {{\"var\": id}}", param=f"{where}.source")
-    path = spec.get("path")
-    if (not isinstance(path, list) or not 0 < len(path) <= MAX_PATH
-            or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in path)):
-        raise BadRequest(f"{where}.path must be a list of 1 to {MAX_PATH} keys (strings) or "
-                         "indexes (integers)", param=f"{where}.path")
+def _parse_project(spec: ProjectSpec, where: str, new_id: NewId) -> Call:
     template = Template.from_pieces([Placeholder(INPUT, "source"), Placeholder(OUTPUT, "out")])
-    return Call(_id(spec.get("id"), f"{where}.id", new_id, "c"), template, {"source": source},
-                {"out": _output_var(spec, where, new_id)}, kind=CallKind.PROJECT,
-                name=_optional_str(spec.get("name"), f"{where}.name") or "project",
-                path=tuple(path))
+    return Call(_id(spec.id, new_id, "c"), template, {"source": VarRef(spec.source.var)},
+                {"out": _output_var(spec.output, new_id)}, kind=CallKind.PROJECT,
+                name=spec.name or "project", path=tuple(spec.path))
 
 
-def _output_var(spec: dict, where: str, new_id: NewId) -> str:
-    output = spec.get("output") or {}
-    output = {"var": output} if isinstance(output, str) else _object(output, f"{where}.output")
-    return _id(output.get("var"), f"{where}.output.var", new_id, "v")
+def _output_var(output: Any, new_id: NewId) -> str:
+    var = output if isinstance(output, str) else None if output is None else output.var
+    return _id(var, new_id, "v")
 
 
-_MODEL_FREE = {"join": _parse_join, "project": _parse_project}
+def _binding(raw: str | VarRefSpec | ValueSpec) -> Binding:
+    if isinstance(raw, VarRefSpec):
+        return VarRef(raw.var)
+    return raw.value if isinstance(raw, ValueSpec) else raw
 
 
-def _binding(raw: Any, where: str) -> Binding:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, dict) and len(raw) == 1 and isinstance(raw.get("var"), str):
-        return VarRef(raw["var"])
-    if isinstance(raw, dict) and len(raw) == 1 and isinstance(raw.get("value"), str):
-        return raw["value"]
-    raise BadRequest(f"{where} must be a string, {{\"var\": id}} or {{\"value\": text}}",
-                     param=where)
-
-
-def _id(raw: Any, where: str, new_id: NewId, prefix: str) -> str:
-    if raw is None:
-        return new_id(prefix)
-    if not isinstance(raw, str) or not _ID.match(raw):
-        raise BadRequest(f"{where} must be 1-64 characters of [A-Za-z0-9_.:-], got {raw!r}",
-                         param=where)
-    return raw
-
-
-def _object(raw: Any, where: str) -> dict:
-    if not isinstance(raw, dict):
-        raise BadRequest(f"{where} must be a JSON object", param=where)
-    return raw
-
-
-def _bool(raw: Any, where: str) -> bool:
-    if raw is None:
-        return False
-    if not isinstance(raw, bool):
-        raise BadRequest(f"{where} must be a boolean, got {raw!r:.40}", param=where)
-    return raw
-
-
-def _optional_str(raw: Any, where: str) -> str | None:
-    if raw is not None and not isinstance(raw, str):
-        raise BadRequest(f"{where} must be a string", param=where)
-    return raw
+def _id(raw: str | None, new_id: NewId, prefix: str) -> str:
+    return new_id(prefix) if raw is None else raw

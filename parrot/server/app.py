@@ -65,8 +65,21 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", status_api.health)
     app.router.add_get("/metrics", status_api.metrics)
     app.router.add_get("/openapi.json", openapi.openapi_json)
-    app.add_routes(native_api.routes)
-    app.add_routes(dashboard.routes)
+    add_native_routes(app)
+    app.add_routes(dashboard.routes)  # dashboard.py still declares its own (being reworked)
+
+
+def add_native_routes(app: web.Application) -> None:
+    """The Semantic-Variable API (native_api.py)."""
+    sessions, variable = "/v1/sessions", "/v1/sessions/{sid}/variables/{vid}"
+    app.router.add_post(sessions, native_api.open_session)
+    app.router.add_delete(sessions + "/{sid}", native_api.close_session)
+    app.router.add_post(sessions + "/{sid}/calls", native_api.submit_calls)
+    app.router.add_post(sessions + "/{sid}/variables", native_api.add_variables)
+    app.router.add_put(variable, native_api.set_variable)
+    app.router.add_get(variable, native_api.get_variable)
+    app.router.add_get(variable + "/stream", native_api.stream_variable)
+    app.router.add_get(sessions + "/{sid}/graph", native_api.session_graph)
 
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -60,7 +60,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _renderer(tokenizer: Any, options: GenerationOptions) -> LogprobsRenderer | None:
-    return None if options.sampling.logprobs is None else LogprobsRenderer(tokenizer)
+    return None if options.logprobs is None else LogprobsRenderer(tokenizer)
 
 
 def _check_tool_schemas(engine: Engine, tools: ToolSet) -> None:
@@ -112,18 +112,19 @@ def pick_engine(engines: list[Engine], prompt: list[int]) -> Engine:
 async def _serve(request: web.Request, prompts: list[list[int]], options: GenerationOptions,
                  shape: Any, started: float, *, default_max_tokens: int | None,
                  prompt_param: str) -> web.StreamResponse:
+    """Validate what needs the engine (room in the context, token ids, the constraint),
+    building each choice's SamplingParams once, then run every choice."""
     engine = pick_engine(request.app[ENGINES], prompts[0])
-    max_tokens = [fit_max_tokens(options.max_tokens, len(p), engine.max_model_len,
-                                 default=default_max_tokens, prompt_param=prompt_param,
-                                 tokens_param=options.max_tokens_field) for p in prompts]
-    for limit in max_tokens:
-        options.sampling_for(limit, 0)  # surface min_tokens > max_tokens before any work
-    check_token_ids(engine.tokenizer, options.sampling.stop_token_ids, "stop_token_ids")
-    _compile(engine, options.sampling, options.constraint_param)
+    sampling = [[options.sampling_for(fit_max_tokens(
+        options.max_tokens, len(p), engine.max_model_len, default=default_max_tokens,
+        prompt_param=prompt_param, tokens_param=options.max_tokens_field), choice)
+        for choice in range(i * options.n, (i + 1) * options.n)] for i, p in enumerate(prompts)]
+    check_token_ids(engine.tokenizer, sampling[0][0].stop_token_ids, "stop_token_ids")
+    _compile(engine, sampling[0][0], options.constraint_param)
     _admit(request, len(prompts) * options.n)
 
-    def sampling_for(prompt_index: int, choice: int):
-        return options.sampling_for(max_tokens[prompt_index], choice)
+    def sampling_for(prompt_index: int, choice: int) -> SamplingParams:
+        return sampling[prompt_index][choice - prompt_index * options.n]
 
     stream = request.app[METRICS].timed(
         generate_choices(engine, prompts, options.n, sampling_for), started,

@@ -1,4 +1,5 @@
-"""Server-sent-event streaming of OpenAI chunks, ending with `data: [DONE]`."""
+"""Server-sent events: the one writer every stream uses (OpenAI chunks, native variable
+streams, dashboard views), and the OpenAI stream, which ends with `data: [DONE]`."""
 from __future__ import annotations
 
 import json
@@ -19,14 +20,27 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 
 
+async def open_stream(request: web.Request) -> web.StreamResponse:
+    """Send the headers of an event stream (from here on errors go in-band)."""
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    return response
+
+
+def event_bytes(data: Any, event: str | None = None, *, compact: bool = False) -> bytes:
+    """One event: `event: <name>` when named, then its JSON `data:` line."""
+    text = json.dumps(data, separators=(",", ":") if compact else None)
+    head = f"event: {event}\n" if event is not None else ""
+    return f"{head}data: {text}\n\n".encode()
+
+
 async def stream_sse(request: web.Request, stream: AsyncIterator[ChoiceChunk], shape: Any,
                      tally: Tally, include_usage: bool) -> web.StreamResponse:
     """Stream `stream` as SSE. Errors before the first chunk still get a 4xx status
     (the headers wait for it); later ones become an error event before [DONE]."""
     async with aclosing(stream):
         first = await anext(stream, None)  # ApiError here propagates as a normal 4xx
-        response = web.StreamResponse(headers=SSE_HEADERS)
-        await response.prepare(request)
+        response = await open_stream(request)
         send = _Sender(response, include_usage)
         try:
             for data in shape.opening_chunks(len(tally.texts)):
@@ -64,4 +78,4 @@ class _Sender:
     async def __call__(self, data: dict[str, Any], usage: bool = False) -> None:
         if self.include_usage and not usage:
             data = {**data, "usage": None}
-        await self.response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        await self.response.write(event_bytes(data))

@@ -15,7 +15,6 @@ leaves the choice to the model and parses whatever blocks it wrote.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -23,10 +22,9 @@ from typing import Any, Literal, NamedTuple
 from parrot.engine.grammar import JSON_LAYOUT
 from parrot.engine.sampling_params import Constraint
 from parrot.server.errors import ApiError
+from parrot.server.openai_models import ChatBody, NamedToolChoice, ToolSpec
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
-TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_TOOLS = 128
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -90,64 +88,37 @@ def call_grammar(tools: list[Tool], parallel: bool) -> str:
             f'"\\n{CALL_CLOSE}"\n')
 
 
-# ---- parsing a request ---------------------------------------------------------------------
-def parse_tool_set(body: dict[str, Any]) -> ToolSet:
-    raw = body.get("tools")
-    if raw is None:
-        tools: list[Tool] = []
-    elif not isinstance(raw, list) or len(raw) > MAX_TOOLS:
-        raise ApiError(f"'tools' must be a list of at most {MAX_TOOLS} tools", param="tools")
-    else:
-        tools = [_parse_tool(t, i) for i, t in enumerate(raw)]
+# ---- reading a request ---------------------------------------------------------------------
+def parse_tool_set(req: ChatBody) -> ToolSet:
+    """The tools of a validated chat body (openai_models.py checked their shapes)."""
+    tools = [_tool(t, i) for i, t in enumerate(req.tools or ())]
     names = [t.name for t in tools]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         raise ApiError(f"'tools' names the function {duplicate!r} twice", param="tools")
-    parallel = body.get("parallel_tool_calls", True)
-    if not isinstance(parallel, bool):
-        raise ApiError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
-    mode, named = _parse_tool_choice(body.get("tool_choice"), names)
+    parallel = True if req.parallel_tool_calls is None else req.parallel_tool_calls
+    mode, named = _tool_choice(req.tool_choice, names)
     return ToolSet(tools, mode, named, parallel)
 
 
-def _parse_tool(tool: Any, i: int) -> Tool:
-    param = f"tools[{i}]"
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" \
-            or not isinstance(tool.get("function"), dict):
-        raise ApiError(f"'{param}' must be {{\"type\": \"function\", \"function\": {{...}}}}",
+def _tool(tool: ToolSpec, i: int) -> Tool:
+    fn, param = tool.function, f"tools[{i}].function.parameters"
+    parameters = EMPTY_PARAMETERS if fn.parameters is None else fn.parameters
+    if parameters.get("type", "object") != "object":
+        raise ApiError(f"'{param}' must be a JSON schema of an object (type 'object')",
                        param=param)
-    fn = tool["function"]
-    name = fn.get("name")
-    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-        raise ApiError(f"'{param}.function.name' must be 1-64 letters, digits, '_' or '-', "
-                       f"got {name!r:.70}", param=f"{param}.function.name")
-    description = fn.get("description") or ""
-    if not isinstance(description, str):
-        raise ApiError(f"'{param}.function.description' must be a string",
-                       param=f"{param}.function.description")
-    parameters = fn.get("parameters")
-    if parameters is None:
-        parameters = EMPTY_PARAMETERS
-    if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
-        raise ApiError(f"'{param}.function.parameters' must be a JSON schema of an object "
-                       "(type 'object')", param=f"{param}.function.parameters")
-    return Tool(name, description, parameters)
+    return Tool(fn.name, fn.description or "", parameters)
 
 
-def _parse_tool_choice(choice: Any, names: list[str]) -> tuple[str, str | None]:
+def _tool_choice(choice: str | NamedToolChoice | None, names: list[str]) -> tuple[str, str | None]:
     if choice is None:
         return ("auto" if names else "none"), None
-    if choice in ("none", "auto", "required"):
+    if isinstance(choice, str):
         if choice == "required" and not names:
             raise ApiError("'tool_choice' is 'required' but no 'tools' were given",
                            param="tool_choice")
         return choice, None
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    name = fn.get("name") if isinstance(fn, dict) else None
-    if not isinstance(name, str) or choice.get("type", "function") != "function":
-        raise ApiError("'tool_choice' must be 'none', 'auto', 'required' or "
-                       "{\"type\": \"function\", \"function\": {\"name\": ...}}",
-                       param="tool_choice")
+    name = choice.function.name
     if name not in names:
         raise ApiError(f"'tool_choice' names the function {name!r}, which is not in 'tools'",
                        param="tool_choice")

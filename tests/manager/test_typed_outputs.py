@@ -60,8 +60,9 @@ async def test_constraints_become_sampling_params(manager):
     ({"regex": "([a-z"}, "calls[0].outputs.y.regex: invalid regex"),
     ({"regex": "a", "choices": ["a"]}, "at most one constraint"),
     ({"choices": []}, "calls[0].outputs.y.choices must be a list"),
-    ({"json_schema": "str"}, "json_schema must be a JSON schema object"),
-    ({"sampling": {"constraint": {"kind": "regex"}}}, "unknown sampling field(s) ['constraint']"),
+    ({"json_schema": "str"}, "'calls[0].outputs.y.json_schema' must be an object"),
+    ({"sampling": {"constraint": {"kind": "regex"}}},
+     "'calls[0].outputs.y.sampling' has an unknown field 'constraint'"),
 ])
 async def test_bad_constraints_are_refused_before_anything_runs(manager, engine, output, needle):
     s = manager.open_session()

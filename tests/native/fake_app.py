@@ -4,7 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from parrot.manager import Manager
-from parrot.server import middlewares, native_api
+from parrot.server import middlewares
+from parrot.server.app import add_native_routes
 from parrot.server.config import ServerConfig
 from parrot.server.keys import CONFIG, MANAGER
 from tests.manager.fake_engine import FakeEngine
@@ -17,7 +18,7 @@ def make_fake_app(engines: list[FakeEngine] | None = None, *,
     app = web.Application(middlewares=[*extra, middlewares.errors])
     app[CONFIG] = ServerConfig()
     app[MANAGER] = Manager(engines or [FakeEngine()], **manager_kwargs)
-    app.add_routes(native_api.routes)
+    add_native_routes(app)
 
     async def close_manager(app: web.Application) -> None:
         await app[MANAGER].close()

@@ -77,7 +77,7 @@ async def test_set_then_get_and_stream(client):
 
 @pytest.mark.parametrize("body, status, needle", [
     ("{not json", 400, "not valid JSON"),
-    ({"calls": []}, 400, "non-empty list"),
+    ({"calls": []}, 400, "'calls' must not be empty"),
     ({"calls": [{"template": "Hi {{input:x}", "inputs": {"x": "a"}}]}, 400,
      "calls[0].template: unclosed placeholder: '{{' without a matching '}}' (at 1:4)"),
     ({"calls": [{"template": T, "inputs": {}}]}, 400, "input 'x' (at 1:12) is not bound"),
@@ -87,9 +87,9 @@ async def test_set_then_get_and_stream(client):
     ({"calls": [{"template": T, "inputs": {"x": "a"},
                  "outputs": {"y": {"sampling": {"max_tokens": -3}}}}]}, 400, "max_tokens"),
     ({"calls": [{"template": T, "inputs": {"x": "a"},
-                 "outputs": {"y": {"sampling": {"nucleus": 1}}}}]}, 400, "unknown sampling"),
-    ({"calls": [{"kind": "magic"}]}, 400, "must be 'llm', 'join' or 'project'"),
-    ({"calls": [llm("bad id!", "a", "o")]}, 400, "calls[0].id must be"),
+                 "outputs": {"y": {"sampling": {"nucleus": 1}}}}]}, 400, "unknown field 'nucleus'"),
+    ({"calls": [{"kind": "magic"}]}, 400, "kind is 'llm' (the default), 'join' or 'project'"),
+    ({"calls": [llm("bad id!", "a", "o")]}, 400, "'calls[0].id' must match"),
 ])
 async def test_bad_calls_are_4xx_and_server_keeps_serving(client, body, status, needle):
     sid, auth = await open_session(client)

@@ -9,7 +9,8 @@ import pytest
 from parrot.server.errors import ApiError
 from parrot.server.openai_protocol import parse_chat_request, parse_completion_request
 from parrot.server.prompts import chat_prompt_text
-from parrot.server.tools import CallStream, ToolSet, call_grammar, parse_tool_set, split_calls
+from parrot.server.openai_protocol import parse_chat_request
+from parrot.server.tools import CallStream, ToolSet, call_grammar, split_calls
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city", "parameters": {
@@ -18,6 +19,12 @@ ADD = {"type": "function", "function": {"name": "add", "parameters": {
     "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 ADD_CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+
+
+def parse_tool_set(body: dict) -> ToolSet:
+    """A chat request's tools, validated as the endpoint validates them."""
+    return parse_chat_request({"messages": [{"role": "user", "content": "hi"}], **body},
+                              max_n=1).tools
 
 
 def tools(**body) -> ToolSet:
@@ -36,7 +43,8 @@ def test_tool_choice_modes():
 
 @pytest.mark.parametrize("body, param", [
     ({"tools": "x"}, "tools"),
-    ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function"),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]},
      "tools[0].function.name"),
     ({"tools": [WEATHER, WEATHER]}, "tools"),
@@ -104,13 +112,13 @@ def test_structured_output_fields_become_one_constraint():
     chat = parse_chat_request({"messages": [{"role": "user", "content": "x"}],
                                "response_format": {"type": "json_schema", "json_schema": {
                                    "name": "s", "schema": schema}}}, max_n=1)
-    assert chat.options.sampling.constraint.kind == "json_schema"
+    assert chat.options.constraint.kind == "json_schema"
     assert chat.options.constraint_param == "response_format"
     cases = {"guided_choice": (["a", "b"], "choice"), "guided_regex": ("a+", "regex"),
              "structured_outputs": ({"grammar": "start: \"x\""}, "grammar")}
     for name, (value, kind) in cases.items():
         req = parse_completion_request({"prompt": "x", name: value}, max_n=1)
-        assert req.options.sampling.constraint.kind == kind
+        assert req.options.constraint.kind == kind
     with pytest.raises(ApiError, match="cannot be combined"):
         parse_chat_request({"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
                             "tool_choice": "required", "guided_regex": "a"}, max_n=1)
@@ -119,12 +127,12 @@ def test_structured_output_fields_become_one_constraint():
 def test_logprobs_fields():
     chat = parse_chat_request({"messages": [{"role": "user", "content": "x"}],
                                "logprobs": True, "top_logprobs": 3}, max_n=1)
-    assert chat.options.sampling.logprobs == 3
+    assert chat.options.logprobs == 3
     assert parse_chat_request({"messages": [{"role": "user", "content": "x"}],
-                               "logprobs": True}, max_n=1).options.sampling.logprobs == 0
+                               "logprobs": True}, max_n=1).options.logprobs == 0
     assert parse_completion_request({"prompt": "x", "logprobs": 2},
-                                    max_n=1).options.sampling.logprobs == 2
-    assert parse_completion_request({"prompt": "x"}, max_n=1).options.sampling.logprobs is None
+                                    max_n=1).options.logprobs == 2
+    assert parse_completion_request({"prompt": "x"}, max_n=1).options.logprobs is None
 
 
 def test_a_required_call_cut_off_by_max_tokens_is_neither_a_call_nor_content():
