@@ -26,7 +26,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 
 MODE=serve EXTRAS=""
-[ "${1:-}" = "--test" ] && MODE=test EXTRAS="[test,langchain,bench]"
+[ "${1:-}" = "--test" ] && MODE=test EXTRAS="[test,langchain,bench,ray]"
 STAMP="$VENV/.parrot-setup"
 HASH=$(sha256sum pyproject.toml | cut -c1-16)
 DONE=$(cat "$STAMP" 2>/dev/null || true)

@@ -93,6 +93,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--api-key", default=os.environ.get("PARROT_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $PARROT_API_KEY)")
     g.add_argument("--num-engines", type=int, default=1, help="engines to run side by side")
+    r = p.add_argument_group("ray (engines as Ray actors across machines; docs/ray.md)")
+    r.add_argument("--ray-address", help="'auto' or HOST:PORT of a running Ray cluster: run "
+                   "each engine as a Ray actor there (pip install 'parrot-serve[ray]')")
+    r.add_argument("--engines-per-node", type=_positive_int,
+                   help="pin this many engines on each node (default: Ray spreads them)")
+    r.add_argument("--cpus-per-engine", type=float, default=1.0,
+                   help="CPUs each engine actor reserves on a CPU node (GPU nodes: 1 GPU)")
     g.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
     _add_limit_args(p)
@@ -145,11 +152,13 @@ def _server_config(args: argparse.Namespace):
 def _cmd_serve(args: argparse.Namespace) -> int:
     for name, value in ONEDNN_CACHES.items():
         os.environ.setdefault(name, value)  # before torch loads
-    from parrot.server.serve import run, serve
+    from parrot.server.serve import RayDeployment, run, serve
 
     engine_config = engine_config_from_args(args)
     engine_configs = [dataclasses.replace(engine_config) for _ in range(args.num_engines)]
-    run(serve(engine_configs, _server_config(args), args.host, args.port))
+    ray = None if args.ray_address is None else RayDeployment(
+        args.ray_address, args.engines_per_node, args.cpus_per_engine)
+    run(serve(engine_configs, _server_config(args), args.host, args.port, ray))
     return 0
 
 

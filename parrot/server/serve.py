@@ -1,11 +1,15 @@
-"""Run the HTTP server until SIGINT/SIGTERM: start engines, serve, drain, stop."""
+"""Run the HTTP server until SIGINT/SIGTERM: start engines, serve, drain, stop.
+
+Engines run in this process, or, with a `RayDeployment`, as Ray actors on a Ray cluster
+(docs/ray.md); either way the app drives them through the engine contract.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -16,13 +20,23 @@ from parrot.server.config import ServerConfig
 log = logging.getLogger("parrot.serve")
 
 
+class RayDeployment(NamedTuple):
+    """`parrot serve --ray-address ...`: engines as Ray actors (parrot/engine/ray_placement.py)."""
+
+    address: str  # "auto" or HOST:PORT of a running Ray cluster
+    engines_per_node: int | None = None
+    cpus_per_engine: float = 1.0
+
+
 async def serve(engine_configs: list[EngineConfig], config: ServerConfig, host: str,
-                port: int) -> None:
+                port: int, ray: RayDeployment | None = None) -> None:
     """Serve until a signal. In-flight requests get `config.shutdown_timeout` seconds to
     finish; the rest are cancelled (freeing their KV) before the engines stop."""
-    engines: list[Engine] = []
+    engines: list[Any] = []
     try:
-        for engine_config in engine_configs:
+        if ray is not None:
+            engines = await _start_ray_engines(engine_configs, ray)
+        for engine_config in engine_configs if ray is None else ():
             engines.append(await Engine(engine_config).start())
         runner = web.AppRunner(create_app(engines, config), handler_cancellation=True,
                                shutdown_timeout=1.0)  # the app drains its own requests
@@ -36,7 +50,24 @@ async def serve(engine_configs: list[EngineConfig], config: ServerConfig, host: 
             await runner.cleanup()
     finally:
         await asyncio.gather(*(engine.stop() for engine in engines))
+        if ray is not None:
+            import ray as ray_module
+
+            ray_module.shutdown()
         log.info("stopped")
+
+
+async def _start_ray_engines(engine_configs: list[EngineConfig], ray: RayDeployment) -> list:
+    try:
+        import ray as ray_module
+    except ImportError:
+        raise SystemExit("--ray-address needs Ray: pip install 'parrot-serve[ray]'") from None
+    from parrot.engine.ray_placement import start_ray_engines
+
+    ray_module.init(address=ray.address, log_to_driver=False)
+    log.info("connected to Ray at %s: %s", ray.address, ray_module.cluster_resources())
+    return await start_ray_engines(engine_configs[0], len(engine_configs),
+                                   ray.engines_per_node, ray.cpus_per_engine)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -65,7 +96,7 @@ async def _until_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-def _log_listening(runner: web.AppRunner, engines: list[Engine], config: ServerConfig) -> None:
+def _log_listening(runner: web.AppRunner, engines: list[Any], config: ServerConfig) -> None:
     host, port = runner.addresses[0][:2]
     engine = engines[0]
     stats = engine.stats()

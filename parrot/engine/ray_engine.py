@@ -1,0 +1,237 @@
+"""The engine contract over an engine in a Ray actor (`EngineActor`), on this machine or another.
+
+- Contexts are ids this client hands out at once; `new_context`, `fork`, `append` and `free`
+  are queued and travel, in order, with the next numbered call (or alone, at the end of
+  this event-loop turn); the actor applies them in number order (see engine_actor.py).
+- `generate` is a Ray streaming generator: each item is the chunks ready at once (one
+  engine step's worth); closing the iterator early sends `cancel` to the actor.
+- `stats()` and `status()` answer from a poll every `POLL_S` seconds.
+- A dead actor (a call or a poll raises Ray's actor-died error) makes the engine lost: every
+  pending and later call raises `EngineLost` naming it (engine_up and /health show it).
+Ray is imported only here and only when used: `pip install 'parrot-serve[ray]'`.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from parrot.engine.config import EngineConfig
+from parrot.engine.engine import EngineInputError
+from parrot.engine.engine_actor import EngineActor, Failure
+from parrot.engine.grammar import ConstraintError, GrammarCompiler
+from parrot.engine.client import EngineLost
+from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams
+from parrot.engine.stats import EngineStats
+from parrot.engine.status import EngineStatus
+
+log = logging.getLogger(__name__)
+POLL_S = 0.1
+
+
+class RayEngine:
+    def __init__(self, actor: Any, info: dict[str, Any], config: EngineConfig, name: str) -> None:
+        self.actor, self.config, self.name = actor, config, name
+        self.tokenizer = info["tokenizer"]
+        self.model_name, self.max_model_len = info["model_name"], info["max_model_len"]
+        self.node_id = info["node_id"]
+        self.step_observers: list = []  # steps run in the actor: no in-process observers
+        self._grammars = GrammarCompiler(self.tokenizer, info["vocab_size"])
+        self._ids, self._rids = itertools.count(1), itertools.count(1)
+        self._seq, self._ops, self._flush_due = 0, [], False
+        self._stats, self._status = EngineStats(), EngineStatus(config.block_size)
+        self._error: str | None = None
+        self._cause = ""
+        self._poller = asyncio.ensure_future(self._poll())
+
+    @classmethod
+    async def start(cls, config: EngineConfig, name: str, **options: Any) -> "RayEngine":
+        """An engine actor started with Ray `options` (num_cpus, num_gpus, scheduling)."""
+        import ray
+
+        actor = ray.remote(EngineActor).options(**options).remote(config)
+        info = await actor.start.remote()
+        engine = cls(actor, info, config, f"{name} (ray node {info['node_id'][:8]}, "
+                                          f"pid {info['pid']})")
+        await engine._refresh()
+        return engine
+
+    @property
+    def is_alive(self) -> bool:
+        return self._error is None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    # -- contexts ------------------------------------------------------------------------
+    def new_context(self) -> int:
+        return self._queue(("new", next(self._ids)))[-1]
+
+    def fork(self, parent: int) -> int:
+        return self._queue(("fork", parent, next(self._ids)))[-1]
+
+    def append(self, ctx: int, token_ids: list[int]) -> None:
+        self._queue(("append", ctx, list(token_ids)))
+
+    def free(self, ctx: int) -> None:
+        if self.is_alive:  # a lost engine's KV went with it
+            self._queue(("free", ctx))
+
+    async def fill(self, ctx: int, token_ids: list[int],
+                   priority: Priority = Priority.NORMAL) -> int:
+        seq, ops, rid = self._next_call()
+        ref = self.actor.fill.remote(seq, ops, rid, ctx, list(token_ids), priority)
+        try:
+            result = await self._await(ref)
+        except asyncio.CancelledError:
+            self._cancel(rid)
+            raise
+        if isinstance(result, Failure):
+            raise self._raise(result)
+        return result
+
+    async def generate(self, ctx: int, sampling: SamplingParams,
+                       priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
+        seq, ops, rid = self._next_call()
+        stream = self.actor.generate.options(num_returns="streaming").remote(
+            seq, ops, rid, ctx, sampling, priority)
+        is_done = False
+        try:
+            while not is_done:
+                for item in await self._await(self._next_ref(stream)):
+                    if item is None or isinstance(item, Failure):
+                        is_done = True
+                        if item is not None:
+                            raise self._raise(item)
+                        break
+                    yield item
+                    is_done = item.finish_reason is not None
+        finally:
+            if not is_done and self.is_alive:
+                self._cancel(rid)
+
+    # -- checks and views ----------------------------------------------------------------
+    def compile(self, sampling: SamplingParams) -> object:
+        if sampling.constraint is None:
+            return None
+        try:
+            return self._grammars.matcher(sampling.constraint)
+        except ConstraintError as e:
+            raise EngineInputError(str(e)) from None
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    def status(self) -> EngineStatus:
+        return self._status
+
+    def check_integrity(self) -> None:
+        """Blocks until the actor has checked (tests and debugging only)."""
+        if not self.is_alive:
+            return
+        import ray
+
+        seq, ops, _ = self._next_call()
+        problem = ray.get(self.actor.check_integrity.remote(seq, ops))
+        assert problem is None, f"{self.name}: {problem}"
+
+    async def inject_failure(self, marker: str, message: str) -> int:
+        seq, ops, _ = self._next_call()
+        return await self._await(self.actor.inject_failure.remote(seq, ops, marker, message))
+
+    async def stop(self) -> None:
+        """Stop the engine and its actor (a lost one is only forgotten)."""
+        import ray
+
+        self._poller.cancel()
+        if self.is_alive:
+            self._flush()
+            try:
+                await self.actor.stop.remote()
+            except Exception as e:  # noqa: BLE001 - it is going away anyway
+                log.warning("%s: stop failed: %r", self.name, e)
+        ray.kill(self.actor)
+        self._error = self._error or "stopped"
+
+    # -- transport -----------------------------------------------------------------------
+    def _queue(self, op: tuple) -> tuple:
+        self._check_alive()
+        self._ops.append(op)
+        if not self._flush_due:  # whatever no call takes along goes at the end of this turn
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return op
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._ops and self.is_alive:
+            seq, ops, _ = self._next_call()
+            self._watch(self.actor.apply.remote(seq, ops))
+
+    def _next_call(self) -> tuple[int, list[tuple], int]:
+        """The next call's number, the operations it carries, and a request id."""
+        self._check_alive()
+        seq, ops, self._seq, self._ops = self._seq, self._ops, self._seq + 1, []
+        return seq, ops, next(self._rids)
+
+    def _cancel(self, rid: int) -> None:
+        if self.is_alive:
+            self._watch(self.actor.cancel.remote(rid))
+
+    def _watch(self, ref: Any) -> None:
+        """A call whose answer nobody awaits: only its failure matters (a lost engine)."""
+        async def check() -> None:
+            try:
+                await self._await(ref)
+            except EngineLost:
+                pass
+        asyncio.ensure_future(check())
+
+    async def _next_ref(self, stream: Any) -> Any:
+        ref = await stream.__anext__()
+        return await ref
+
+    async def _await(self, awaitable: Any) -> Any:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        try:
+            return await awaitable
+        except (RayActorError, ActorDiedError, ActorUnavailableError) as e:
+            raise self._lose(e) from None
+        except StopAsyncIteration:
+            raise self._lose(RuntimeError("its token stream ended early")) from None
+
+    def _lose(self, cause: BaseException) -> EngineLost:
+        if self._error is None:
+            self._cause = f"its Ray actor died: {type(cause).__name__}"
+            self._error = str(EngineLost(self.name, self._cause))
+            log.error("%s", self._error)
+            self._poller.cancel()
+        return EngineLost(self.name, self._cause)
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise EngineLost(self.name, self._cause)
+
+    def _raise(self, failure: Failure) -> Exception:
+        if failure.kind == "input":
+            return EngineInputError(failure.message)
+        if failure.kind == "cancelled":
+            return asyncio.CancelledError()
+        return RuntimeError(f"{self.name}: {failure.message}")
+
+    async def _refresh(self) -> None:
+        self._stats, self._status = await self._await(self.actor.poll.remote())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                await self._refresh()
+            except EngineLost:
+                return
+            except Exception as e:  # noqa: BLE001 - a missed poll; the next one may work
+                log.warning("%s: poll failed: %r", self.name, e)

@@ -1,0 +1,178 @@
+"""Engines as Ray actors on a two-node Ray cluster simulated on this machine (one CPU each),
+on a tiny random-init Llama: the manager's programs give what they give on an in-process
+engine, a shared prefix is filled once on one node and forked there, a cancel reaches the
+engine, and an engine actor killed mid-run fails only its own calls. One cluster and one
+pair of engines serve the whole module (its last test kills one of them)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from parrot.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
+from parrot.engine.client import EngineLost  # noqa: E402
+from parrot.engine.local_engine import LocalEngine  # noqa: E402
+from parrot.engine.ray_placement import start_ray_engines  # noqa: E402
+from parrot.manager import Manager  # noqa: E402
+from parrot.manager.errors import EngineUnavailable  # noqa: E402
+from parrot.protocol.criteria import LATENCY  # noqa: E402
+from tests.engine.conftest import make_tiny_model  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+SYSTEM = ("You are a meticulous assistant. Read the text and answer in one short line, "
+          "naming the main subject first and nothing else.\n")
+T = SYSTEM + "Text: {{input:x}}\nAnswer: {{output:y}}"
+
+
+def llm(cid, x, out, max_tokens=6, **sampling):
+    binding = {"var": x[1:]} if x.startswith("$") else x
+    return {"id": cid, "template": T, "inputs": {"x": binding},
+            "outputs": {"y": {"var": out, "sampling": {"max_tokens": max_tokens,
+                                                       "temperature": 0, **sampling}}}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    c.add_node(**NODE)
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory, smollm_dir):
+    path, _ = make_tiny_model(tmp_path_factory.mktemp("tiny"), smollm_dir)
+    return EngineConfig(model=str(path), dtype="float32", kv_memory_gb=0.02, num_threads=1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engines(cluster, tiny_config):
+    started = await start_ray_engines(tiny_config, 2)
+    yield started
+    await asyncio.gather(*(e.stop() for e in started))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def local(tiny_config):
+    engine = await Engine(tiny_config).start()
+    yield LocalEngine(engine)
+    await engine.stop()
+
+
+async def run_program(engines, calls, want):
+    manager = Manager(engines)
+    try:
+        s = manager.open_session()
+        manager.submit_calls(s, {"calls": calls})
+        value = await manager.get_variable(s, want, LATENCY, timeout=60)
+        values = {v.id: v.value for v in s.graph.variables.values()}
+        manager.check_integrity()
+        return value, values, s
+    finally:
+        await manager.close()
+
+
+def chain():
+    return [llm("c0", "a short story about a lighthouse keeper", "v0"),
+            llm("c1", "$v0", "v1"), llm("c2", "$v1", "v2")]
+
+
+def map_reduce(n=3):
+    calls = [llm(f"m{i}", f"document {i} is about the river number {i}", f"s{i}")
+             for i in range(n)]
+    calls.append({"id": "j", "kind": "join", "parts": [{"var": f"s{i}"} for i in range(n)],
+                  "output": {"var": "all"}})
+    return calls + [llm("r", "$all", "final")]
+
+
+async def test_two_engines_on_two_nodes(engines):
+    assert len({e.node_id for e in engines}) == 2
+    assert all(e.is_alive and e.stats().num_blocks > 0 for e in engines)
+
+
+async def test_chain_and_map_reduce_give_what_the_in_process_engine_gives(engines, local):
+    for program, want in ((chain(), "v2"), (map_reduce(), "final")):
+        _, on_ray, _ = await run_program(engines, program, want)
+        _, in_process, _ = await run_program([local], program, want)
+        assert on_ray == in_process
+    for engine in engines:
+        engine.check_integrity()  # every context freed, blocks balanced
+
+
+async def test_shared_prefix_is_filled_once_on_one_node_and_forked_there(engines):
+    before = [e.stats().num_prefill_tokens for e in engines]
+    _, _, s = await run_program(engines, map_reduce(4), "final")
+    maps = [s.graph.calls[f"m{i}"] for i in range(4)]
+    assert {m.engine for m in maps} == {maps[0].engine}, "forks ran off the prefix's node"
+    system_tokens = len(engines[0].tokenizer.encode(SYSTEM, add_special_tokens=False))
+    assert all(m.shared_tokens >= system_tokens - 2 for m in maps), [m.shared_tokens for m in maps]
+    await asyncio.sleep(0.3)  # a poll
+    grew = [e.stats().num_prefill_tokens - b for e, b in zip(engines, before)]
+    prefix = maps[0].shared_tokens
+    # the maps' engine computed the prefix once, not once per map
+    assert grew[maps[0].engine] < prefix + sum(m.prompt_tokens - prefix for m in maps) + 64
+
+
+async def test_context_operations_keep_their_order_and_a_cancel_reaches_the_engine(engines):
+    engine = engines[0]
+    tokens = engine.tokenizer.encode("ordering matters here", add_special_tokens=False)
+    parent = engine.new_context()
+    engine.append(parent, tokens)
+    await engine.fill(parent, tokens)
+    kids = [engine.fork(parent) for _ in range(4)]  # queued, sent with the next call
+    engine.free(parent)
+    stream = engine.generate(kids[0], SamplingParams(max_tokens=400, ignore_eos=True))
+    async for _ in stream:
+        break
+    await stream.aclose()  # the cancel travels to the actor
+    for kid in kids:
+        engine.free(kid)
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if engine.stats().num_running == 0 and not engine.status().contexts:
+            break
+    assert engine.stats().num_running == 0 and engine.stats().num_generated_tokens > 0
+    assert engine.status().contexts == {}
+    engine.check_integrity()
+
+
+async def test_a_killed_engine_fails_only_its_calls_and_the_other_serves(engines):
+    """Last in the module: it kills engine 1."""
+    manager = Manager(engines, min_shared_tokens=10_000)  # no sharing: calls spread
+    s = manager.open_session()
+    long = {"ignore_eos": True}
+    calls = [llm(f"k{i}", f"story {i}", f"k{i}", max_tokens=300, **long) for i in range(4)]
+    manager.submit_calls(s, {"calls": calls})
+    gets = [asyncio.ensure_future(manager.get_variable(s, f"k{i}", LATENCY, timeout=120))
+            for i in range(4)]
+    while not all(s.graph.calls[f"k{i}"].times.get("first_token") for i in range(4)):
+        await asyncio.sleep(0.05)
+    victims = {f"k{i}" for i in range(4) if s.graph.calls[f"k{i}"].engine == 1}
+    assert victims and len(victims) < 4
+    ray.kill(engines[1].actor)
+    results = await asyncio.gather(*gets, return_exceptions=True)
+    for i, result in enumerate(results):
+        if f"k{i}" in victims:
+            assert isinstance(result, EngineUnavailable), result
+            assert result.status == 503 and "engine lost: engine 1" in result.message
+        else:
+            assert isinstance(result, str) and result
+    assert not engines[1].is_alive and "engine 1" in engines[1].error
+    with pytest.raises(EngineLost):
+        engines[1].new_context()
+    # a call placed now runs on the survivor
+    manager.submit_calls(s, {"calls": [llm("after", "a fresh text", "after")]})
+    assert await manager.get_variable(s, "after", LATENCY, timeout=60)
+    assert s.graph.calls["after"].engine == 0
+    manager.check_integrity()  # the survivor's blocks are balanced
+    await manager.close()
+    await asyncio.sleep(0.3)
+    assert engines[0].status().contexts == {}, "contexts leaked on the survivor"
