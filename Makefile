@@ -33,4 +33,5 @@ bench-apps: setup-test
 	.venv/bin/parrot bench apps --workload all --out docs/bench
 
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache
+	rm -rf .venv build *.egg-info .pytest_cache client/build client/*.egg-info \
+	  integrations/langchain-parrot/build integrations/langchain-parrot/*.egg-info

