@@ -61,6 +61,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/v1/parrot/engine_stats", status_api.engine_stats)
+    app.router.add_get("/v1/parrot/app_prefixes", status_api.app_prefixes)
     app.router.add_post("/v1/parrot/render_chat", render_api.render_chat)
     app.router.add_get("/health", status_api.health)
     app.router.add_get("/metrics", status_api.metrics)

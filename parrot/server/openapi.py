@@ -76,6 +76,8 @@ OPERATIONS = [
     Op("/v1/sessions/{sid}/graph", "get", "the session's graph", (404,),
        answer=answers.SessionGraph, params=(SID,), access="session"),
     Op("/v1/parrot/engine_stats", "get", "engine counters", ()),
+    Op("/v1/parrot/app_prefixes", "get", "applications' constant prompts kept for their "
+       "sessions", ()),
     Op("/metrics", "get", "Prometheus metrics", (), ok_type="text/plain"),
     Op("/health", "get", "liveness", (), answer=answers.Health, access="public"),
     Op("/openapi.json", "get", "this document", (), access="public"),

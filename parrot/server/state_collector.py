@@ -112,6 +112,11 @@ class StateCollector:
         yield self._gauge("parrot:num_shared_prefixes",
                           "Shared-prefix contexts live in open sessions.",
                           sum(len(s.pool.prefixes) for s in sessions))
+        yield self._gauge("parrot:num_app_prefixes",
+                          "Applications' constant prompts kept for their sessions.",
+                          len(self.manager.apps.pool.prefixes))
+        yield self._gauge("parrot:app_prefix_tokens",
+                          "Tokens of the applications' kept prompts.", self.manager.apps.num_tokens)
 
     def _gauge(self, name: str, help_text: str, value: float) -> Metric:
         family = GaugeMetricFamily(name, help_text, labels=["model_name"])

@@ -1,4 +1,5 @@
-"""Handlers that report on the server: /health, /metrics, /v1/parrot/engine_stats."""
+"""Handlers that report on the server: /health, /metrics, /v1/parrot/engine_stats,
+/v1/parrot/app_prefixes."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from parrot.server.keys import ENGINES, METRICS
+from parrot.server.keys import ENGINES, MANAGER, METRICS
 from parrot.server.metrics import CONTENT_TYPE
 
 
@@ -33,6 +34,12 @@ async def engine_stats(request: web.Request) -> web.Response:
     """Every engine's stats under "engines", and their numeric totals at the top level."""
     per_engine = [stats_to_json(engine.stats()) for engine in request.app[ENGINES]]
     return web.json_response({**sum_numeric(per_engine), "engines": per_engine})
+
+
+async def app_prefixes(request: web.Request) -> web.Response:
+    """The applications' constant prompts the manager keeps (manager/app_prefixes.py)."""
+    apps = request.app[MANAGER].apps
+    return web.json_response({"app_prefixes": apps.to_json(), "num_tokens": apps.num_tokens})
 
 
 def stats_to_json(stats: Any) -> dict[str, Any]:
