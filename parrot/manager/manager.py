@@ -61,7 +61,8 @@ class Manager:
         # applications' constant prompts, shared by their sessions
         self.apps = AppPrefixes(PrefixPool(self.engines, scope="app"), app_prefix_min_tokens)
         self.scheduler = Scheduler(self.executor.loads, partial(tokenize, self.engines[0]),
-                                   self.apps, min_shared_tokens)
+                                   self.apps, min_shared_tokens,
+                                   is_alive=lambda index: self.engines[index].is_alive)
         self._pass_scheduled = False
         self._sweeper: asyncio.Task | None = None
 

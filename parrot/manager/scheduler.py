@@ -61,8 +61,10 @@ def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
 
 class Scheduler:
     def __init__(self, loads: list[int], tokenize: Callable[[str], list[int]],
-                 apps: AppPrefixes, min_shared_tokens: int = 16) -> None:
+                 apps: AppPrefixes, min_shared_tokens: int = 16,
+                 is_alive: Callable[[int], bool] = lambda index: True) -> None:
         self.loads = loads  # in-flight work per engine, kept by the executor
+        self.is_alive = is_alive  # a lost engine gets no new work (engine/client.py)
         self.tokenize = tokenize
         self.apps = apps
         self.min_shared_tokens = min_shared_tokens
@@ -161,7 +163,8 @@ class Scheduler:
         return index
 
     def _least_loaded(self) -> int:
-        return min(range(len(self.loads)), key=lambda i: self.loads[i] + self._reserved[i])
+        alive = [i for i in range(len(self.loads)) if self.is_alive(i)] or range(len(self.loads))
+        return min(alive, key=lambda i: self.loads[i] + self._reserved[i])
 
 
 def _longest(prefixes) -> SharedPrefix | None:

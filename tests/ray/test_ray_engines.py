@@ -168,10 +168,15 @@ async def test_a_killed_engine_fails_only_its_calls_and_the_other_serves(engines
     assert not engines[1].is_alive and "engine 1" in engines[1].error
     with pytest.raises(EngineLost):
         engines[1].new_context()
-    # a call placed now runs on the survivor
-    manager.submit_calls(s, {"calls": [llm("after", "a fresh text", "after")]})
-    assert await manager.get_variable(s, "after", LATENCY, timeout=60)
-    assert s.graph.calls["after"].engine == 0
+    # calls placed now run on the survivor, their shared prefix too
+    manager.scheduler.min_shared_tokens = 16
+    manager.submit_calls(s, {"calls": [llm(f"after{i}", f"a fresh text {i}", f"after{i}")
+                                       for i in range(3)]})
+    assert all(await asyncio.gather(*(manager.get_variable(s, f"after{i}", LATENCY, timeout=60)
+                                      for i in range(3))))
+    for i in range(3):
+        assert s.graph.calls[f"after{i}"].engine == 0
+        assert s.graph.calls[f"after{i}"].shared_tokens > 0
     manager.check_integrity()  # the survivor's blocks are balanced
     await manager.close()
     await asyncio.sleep(0.3)
