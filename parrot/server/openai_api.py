@@ -102,7 +102,9 @@ def _admit(request: web.Request, num_generations: int) -> None:
 
 
 def pick_engine(engines: list[Engine], prompt: list[int]) -> Engine:
-    """Prefix affinity: prompts with the same leading tokens share an engine's cache."""
+    """Prefix affinity: prompts with the same leading tokens share an engine's cache; a lost
+    engine's share goes to the live ones (all lost: its EngineLost is the 503)."""
+    engines = [e for e in engines if e.is_alive] or engines
     if len(engines) == 1:
         return engines[0]
     key = zlib.crc32(repr(prompt[:AFFINITY_TOKENS]).encode())
