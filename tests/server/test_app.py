@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -134,11 +135,13 @@ async def test_non_stream_disconnect_cancels_and_frees_kv(make_client):
 def test_prompts_sharing_a_prefix_go_to_one_engine():
     from parrot.server.openai_api import AFFINITY_TOKENS, pick_engine
 
-    engines = ["e0", "e1", "e2"]
+    engines = [SimpleNamespace(name=f"e{i}", is_alive=True) for i in range(3)]
     shared = list(range(AFFINITY_TOKENS))
-    picks = {pick_engine(engines, shared + [i, i + 1]) for i in range(20)}
+    picks = {pick_engine(engines, shared + [i, i + 1]).name for i in range(20)}
     assert len(picks) == 1
-    assert len({pick_engine(engines, [i] * 8) for i in range(30)}) > 1
+    assert len({pick_engine(engines, [i] * 8).name for i in range(30)}) > 1
+    engines[1].is_alive = False  # a lost engine's prompts go to the live ones
+    assert {pick_engine(engines, [i] * 8).name for i in range(30)} == {"e0", "e2"}
 
 
 async def test_render_chat_is_the_chat_endpoints_prompt(make_client):
