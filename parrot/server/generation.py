@@ -27,7 +27,8 @@ SamplingFor = Callable[[int, int], SamplingParams]  # (prompt index, choice inde
 
 class ChoiceChunk(NamedTuple):
     index: int  # choice index: prompt_index * n + fork index
-    chunk: GenerationChunk
+    chunk: GenerationChunk  # as the engine sent it (its usage untouched)
+    prompt_cached_tokens: int | None = None  # n > 1, last chunk: the prompt's fill's cache hits
 
 
 class _Failed(NamedTuple):
@@ -96,14 +97,13 @@ async def _run_prompt(run: _Run, token_ids: list[int], prompt_index: int) -> Non
 
 async def _pump(run: _Run, ctx: ContextId, index: int, prompt_index: int,
                 cached: int | None) -> None:
-    """Stream one choice; `cached`: the prompt's prefix-cache hits when it was filled once."""
+    """Stream one choice; `cached`: the prompt's prefix-cache hits when it was filled once
+    (a fork's own usage counts the shared prompt as cached: it reports what it reused)."""
     params = run.sampling_for(prompt_index, index)
     stream = run.engine.generate(ctx, params, priority=run.priority)
     try:
         async for chunk in stream:
-            if chunk.usage is not None and cached is not None:
-                chunk = chunk._replace(usage=chunk.usage._replace(cached_tokens=cached))
-            run.queue.put_nowait(ChoiceChunk(index, chunk))
+            run.queue.put_nowait(ChoiceChunk(index, chunk, cached if chunk.usage else None))
     finally:
         await stream.aclose()
 

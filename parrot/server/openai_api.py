@@ -135,6 +135,6 @@ async def _serve(request: web.Request, prompts: list[list[int]], options: Genera
     if options.stream:
         return await stream_sse(request, stream, shape, tally, options.include_usage)
     async with aclosing(stream):
-        async for index, chunk in stream:
-            tally.add(index, chunk)
+        async for item in stream:
+            tally.add(*item)
     return web.json_response(shape.response(tally))

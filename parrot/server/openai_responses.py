@@ -20,7 +20,10 @@ class Tally:
         self.finish_reasons: list[str | None] = [None] * num_choices
         self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
 
-    def add(self, index: int, chunk: GenerationChunk) -> None:
+    def add(self, index: int, chunk: GenerationChunk,
+            prompt_cached_tokens: int | None = None) -> None:
+        """`prompt_cached_tokens`: the prompt's cache hits when it was filled once for its
+        n choices (generation.py); otherwise the engine's usage of the choice says it."""
         self.texts[index] += chunk.text
         if chunk.logprobs:
             self.logprobs[index] += chunk.logprobs
@@ -30,7 +33,8 @@ class Tally:
             self.completion_tokens += chunk.usage.completion_tokens
             if index % self.n == 0:  # the prompt's own context; forks share its prompt
                 self.prompt_tokens += chunk.usage.prompt_tokens
-                self.cached_tokens += chunk.usage.cached_tokens
+                self.cached_tokens += chunk.usage.cached_tokens \
+                    if prompt_cached_tokens is None else prompt_cached_tokens
 
     def usage(self) -> dict[str, Any]:
         return {

@@ -65,7 +65,7 @@ async def stream_sse(request: web.Request, stream: AsyncIterator[ChoiceChunk], s
 
 
 async def _send_choice(send: _Sender, shape: Any, tally: Tally, item: ChoiceChunk) -> None:
-    tally.add(item.index, item.chunk)
+    tally.add(*item)
     data = shape.chunk(item.index, item.chunk)
     if data is not None:
         await send(data)

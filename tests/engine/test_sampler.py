@@ -164,3 +164,34 @@ def test_a_seeded_row_draws_the_same_whatever_shares_its_batch():
     batch = sample(logits.repeat(9, 1), [row(temperature=1.0, seed=s) for s in range(8)]
                    + [row(temperature=1.0)]).tokens
     assert batch[:8] == alone and len(set(alone)) > 1
+
+
+def _reference_penalties(logits: list[float], p: Penalties) -> list[float]:
+    """vLLM's penalties for one row, written token by token (no tensors)."""
+    out = list(logits)
+    seen = set(p.prompt_token_ids) | set(p.output_token_ids)
+    for t in seen:
+        out[t] = out[t] / p.repetition if out[t] > 0 else out[t] * p.repetition
+    for t in set(p.output_token_ids):
+        out[t] -= p.frequency * p.output_token_ids.count(t) + p.presence
+    return out
+
+
+def test_batched_penalties_match_a_per_token_reference_on_random_rows():
+    gen = torch.Generator().manual_seed(0)
+    vocab, rows, want = 50, [], []
+    logits = torch.randn(12, vocab, generator=gen) * 3
+    for i in range(12):
+        if i % 4 == 3:  # rows without penalties share the batch
+            rows.append(row())
+            want.append(logits[i].tolist())
+            continue
+        ids = torch.randint(0, vocab, (30,), generator=gen).tolist()
+        split = int(torch.randint(0, 30, (1,), generator=gen))
+        pens = Penalties(*(torch.rand(3, generator=gen) * torch.tensor([4, 4, 1.9])
+                           + torch.tensor([-2, -2, 0.05])).tolist(), ids[:split], ids[split:])
+        rows.append(SamplingRow(0.0, 0, 1.0, None, [], pens))
+        want.append(_reference_penalties(logits[i].tolist(), pens))
+    got = logits.clone()
+    apply_penalties(got, rows)
+    assert torch.allclose(got, torch.tensor(want), atol=1e-5)
