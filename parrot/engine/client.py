@@ -6,9 +6,9 @@ Contexts are plain ids the client hands out; only the client maps them to the en
 contexts, so nothing a caller holds points into the engine.
 
 Invariants every client keeps:
-- context operations (`new_context`, `fork`, `append`, `free`, `fill`, `generate`) take
+- context operations (`new_context`, `fork`, `append`, `pin`, `free`, `fill`, `generate`) take
   effect in the order the caller made them, whatever the transport;
-- `new_context`, `fork`, `append` and `free` never wait; an error they cannot see yet (a
+- `new_context`, `fork`, `append`, `pin` and `free` never wait; an error they cannot see yet (a
   remote engine) is raised by the next `fill` or `generate` on that context;
 - `stats()` and `status()` never wait: a remote client answers from its last poll;
 - once an engine is lost, every pending and later operation raises `EngineLost` naming it,
@@ -57,6 +57,10 @@ class EngineClient(Protocol):
     def fork(self, parent: ContextId) -> ContextId: ...
 
     def append(self, ctx: ContextId, token_ids: list[int]) -> None: ...
+
+    def pin(self, ctx: ContextId) -> None:
+        """Keep the context's KV resident while it lives (not released to make room)."""
+        ...
 
     def free(self, ctx: ContextId) -> None: ...
 

@@ -25,6 +25,7 @@ class Context:
     context_id: int = field(default_factory=lambda: next(_ids))
     is_freed: bool = False
     free_pending: bool = False  # free() came while a step was computing it
+    is_pinned: bool = False  # never released to make room while idle (see Engine.pin)
     last_used: float = field(default_factory=time.monotonic)
 
     @property

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from parrot.engine.context import Context
     from parrot.engine.engine import Engine
 
-Op = tuple  # ("new", cid) | ("fork", parent, cid) | ("append", cid, tokens) | ("free", cid)
+Op = tuple  # ("new", cid) | ("fork", parent, cid) | ("append", cid, tokens) | ("pin", cid)
+#            | ("free", cid)
 
 
 class UnknownContext(KeyError):
@@ -37,6 +38,9 @@ class ContextTable:
     def append(self, cid: int, token_ids: list[int]) -> None:
         self.engine.append(self.get(cid), token_ids)
 
+    def pin(self, cid: int) -> None:
+        self.engine.pin(self.get(cid))
+
     def free(self, cid: int) -> None:
         self._errors.pop(cid, None)
         ctx = self.contexts.pop(cid, None)
@@ -54,7 +58,8 @@ class ContextTable:
 
     def apply(self, op: Op) -> None:
         kind, *args = op
-        {"new": self.new, "fork": self.fork, "append": self.append, "free": self.free}[kind](*args)
+        {"new": self.new, "fork": self.fork, "append": self.append, "pin": self.pin,
+         "free": self.free}[kind](*args)
 
     def apply_all(self, ops: list[Op]) -> None:
         """Apply `ops` in order; one that fails marks its context (the last id it names)."""

@@ -98,6 +98,11 @@ class Engine:
     def fork(self, parent: Context) -> Context:
         return self.tree.fork(parent)
 
+    def pin(self, ctx: Context) -> None:
+        """Keep `ctx`'s KV resident while it lives: admission never releases it to make room
+        (for a prompt many contexts will fork; the caller bounds how much it pins)."""
+        ctx.is_pinned = True
+
     def free(self, ctx: Context) -> None:
         """Release a context; a request still running on it is aborted first."""
         if ctx.is_freed:

@@ -69,6 +69,9 @@ class LocalEngine:
     def append(self, ctx: int, token_ids: list[int]) -> None:
         self._table.append(ctx, token_ids)
 
+    def pin(self, ctx: int) -> None:
+        self._table.pin(ctx)
+
     def free(self, ctx: int) -> None:
         self._table.free(ctx)
 

@@ -76,6 +76,9 @@ class RayEngine:
     def append(self, ctx: int, token_ids: list[int]) -> None:
         self._queue(("append", ctx, list(token_ids)))
 
+    def pin(self, ctx: int) -> None:
+        self._queue(("pin", ctx))
+
     def free(self, ctx: int) -> None:
         if self.is_alive:  # a lost engine's KV went with it
             self._queue(("free", ctx))

@@ -158,7 +158,8 @@ class Scheduler:
         if blocks.can_allocate(num_blocks):
             return True
         busy = {r.ctx.context_id for r in self.running + self.waiting}
-        idle = sorted((c for c in self.tree.live.values() if c.block_table and c.context_id not in busy),
+        idle = sorted((c for c in self.tree.live.values()
+                       if c.block_table and not c.is_pinned and c.context_id not in busy),
                       key=lambda c: c.last_used)
         for ctx in idle:
             self.tree.release(ctx)

@@ -89,6 +89,8 @@ class PrefixPool:
                 sp.ctx, start = engine.fork(sp.parent.ctx), len(sp.parent.tokens)
             else:
                 sp.ctx = engine.new_context()
+                if sp.scope == "app":  # kept for every session of the app: never released
+                    engine.pin(sp.ctx)
             await engine.fill(sp.ctx, sp.tokens[start:], priority=sp.priority)
         except asyncio.CancelledError:
             sp.error = RuntimeError("cancelled")

@@ -131,6 +131,20 @@ def test_preemption_takes_the_lowest_priority_request_not_the_one_that_needs_a_b
     assert x.num_generated == 3 and sched.num_preemptions == 1
 
 
+def test_a_pinned_idle_context_is_never_released_for_room():
+    sched = scheduler(3)
+    pinned = computed_context(sched, 8, last_used=0.5)  # the least recently used
+    pinned.is_pinned = True
+    other = computed_context(sched, 4, last_used=1.0)
+    f = submit(sched, "f", 4, arrival=0)
+    assert step(sched) == {f: 4}  # the unpinned one made room
+    assert other.block_table == [] and len(pinned.block_table) == 2
+    g = submit(sched, "g", 8, arrival=1)
+    assert step(sched) == {}  # nothing else may go: g waits, the pinned context stays
+    assert len(pinned.block_table) == 2 and pinned.num_computed == 8
+    assert g.status is Status.WAITING and f.ctx.block_table == []  # f's, finished, went
+
+
 def test_preemption_between_equal_priorities_takes_the_latest_arrival():
     """x arrived first and needs a block for its next decode: a, later, is preempted."""
     sched = scheduler(3, max_num_batched_tokens=4)

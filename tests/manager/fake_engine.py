@@ -77,6 +77,7 @@ class FakeEngine:
         self.max_model_len = max_model_len
         self.step_s = step_s
         self.live: dict[int, FakeContext] = {}
+        self.pinned: set[int] = set()  # ids pin() was called on (kept after free, for tests)
         self.log: list[tuple] = []  # (what, ctx id, n tokens, priority, time)
         self.counters = FakeStats()
         self.step_observers: list = []  # like Engine's; the fake has no steps to report
@@ -151,6 +152,10 @@ class FakeEngine:
         if constraint.kind == "choice":
             return spec[0]
         return json.dumps(spec["examples"][0]) if spec.get("examples") else "{}"
+
+    def pin(self, ctx_id: int) -> None:
+        assert ctx_id in self.live, "pin of an unknown or freed context"
+        self.pinned.add(ctx_id)
 
     def free(self, ctx_id: int) -> None:
         ctx = self.live.get(ctx_id)

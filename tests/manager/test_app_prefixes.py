@@ -42,6 +42,7 @@ async def test_sessions_of_one_app_share_its_prompt(manager, engine):
     assert shared[0] == 0 and all(n >= len(SYSTEM) for n in shared[1:]), shared
     [app_prefix] = manager.apps.pool.prefixes.values()
     assert app_prefix.holders == {s.id for s in sessions[1:]}
+    assert app_prefix.ctx in engine.pinned  # its KV is not released to make room
 
 
 async def test_app_prompt_outlives_a_session_and_goes_with_the_last(manager, engine):
