@@ -67,7 +67,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", status_api.metrics)
     app.router.add_get("/openapi.json", openapi.openapi_json)
     add_native_routes(app)
-    app.add_routes(dashboard.routes)  # dashboard.py still declares its own (being reworked)
+    add_dashboard_routes(app)
 
 
 def add_native_routes(app: web.Application) -> None:
@@ -81,6 +81,17 @@ def add_native_routes(app: web.Application) -> None:
     app.router.add_get(variable, native_api.get_variable)
     app.router.add_get(variable + "/stream", native_api.stream_variable)
     app.router.add_get(sessions + "/{sid}/graph", native_api.session_graph)
+
+
+def add_dashboard_routes(app: web.Application) -> None:
+    """The live dashboard: its page and assets (public), its JSON views and SSE stream."""
+    app.router.add_get("/dashboard", dashboard.page)
+    app.router.add_get(r"/dashboard/{name:dashboard\.(js|css)}", dashboard.asset)
+    app.router.add_get("/v1/parrot/dashboard/engine", dashboard.engine_view)
+    app.router.add_get("/v1/parrot/dashboard/sessions", dashboard.sessions_view)
+    app.router.add_get("/v1/parrot/dashboard/events", dashboard.events)
+    app.router.add_get("/v1/sessions/{sid}/dashboard", dashboard.session_view)
+    app.router.add_get("/v1/sessions/{sid}/dashboard/variables/{vid}", dashboard.variable_value)
 
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -1,16 +1,14 @@
 """The live dashboard: one static page, a JSON endpoint behind each of its views, and one SSE
-stream pushing them all (docs/dashboard.md).
+stream pushing them all (docs/dashboard.md). Routes are registered in app.py.
 
 Access follows the native API. With a server API key every route here needs it (the
 `api_key` middleware) except the page and its two assets, which hold no data. A session's
-views need its token in `X-Parrot-Session-Token` (or `Authorization: Bearer <token>` on a
-server without an API key) and answer 404 for an unknown session or a wrong token. The
+views need its token (read by session_token.py) and answer 404 for an unknown session or a wrong token. The
 sessions list holds ids and counts only, never names, prompts or values.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from pathlib import Path
@@ -20,8 +18,9 @@ from aiohttp import web
 
 from parrot.manager import Session, snapshot
 from parrot.server.errors import ApiError
-from parrot.server.keys import CONFIG, ENGINES, IN_FLIGHT, MANAGER
-from parrot.server.native_api import SSE_HEADERS, TOKEN_HEADER
+from parrot.server.keys import ENGINES, IN_FLIGHT, MANAGER
+from parrot.server.session_token import request_session
+from parrot.server.sse import event_bytes, open_stream
 from parrot.server.status_api import stats_to_json, sum_numeric
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -31,55 +30,46 @@ DEFAULT_INTERVAL_S = 0.5
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 10.0
 NO_CACHE = {"Cache-Control": "no-cache"}
 
-routes = web.RouteTableDef()
 
 
-@routes.get("/dashboard")
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "dashboard.html", headers=NO_CACHE)
 
 
-@routes.get(r"/dashboard/{name:dashboard\.(js|css)}")
 async def asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     return web.FileResponse(STATIC_DIR / name,
                             headers={**NO_CACHE, "Content-Type": ASSETS[name]})
 
 
-@routes.get("/v1/parrot/dashboard/engine")
 async def engine_view(request: web.Request) -> web.Response:
     return web.json_response(engine_json(request.app[ENGINES]))
 
 
-@routes.get("/v1/parrot/dashboard/sessions")
 async def sessions_view(request: web.Request) -> web.Response:
     return web.json_response(sessions_json(request.app))
 
 
-@routes.get("/v1/sessions/{sid}/dashboard")
 async def session_view(request: web.Request) -> web.Response:
-    session = _session(request, request.match_info["sid"])
+    session = request_session(request)
     return web.json_response(session_json(request.app, session))
 
 
-@routes.get("/v1/sessions/{sid}/dashboard/variables/{vid}")
 async def variable_value(request: web.Request) -> web.Response:
-    session = _session(request, request.match_info["sid"])
+    session = request_session(request)
     return web.json_response(snapshot.variable_value(session, request.match_info["vid"]))
 
 
-@routes.get("/v1/parrot/dashboard/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """SSE: `engine` every tick; `sessions`, and `session` (with `?session=<id>` and its
     token) when they change; `session_closed` once if the watched session goes away."""
     sid = request.query.get("session")
-    session = _session(request, sid) if sid else None  # a bad token is a plain 404 here
+    session = request_session(request, sid) if sid else None  # a bad token: a plain 404
     interval = _interval(request)
     # A viewer's stream never ends by itself: shutdown cancels it rather than drain it.
     request.app[IN_FLIGHT].discard(asyncio.current_task())
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    await response.prepare(request)
-    last: dict[str, str] = {}
+    response = await open_stream(request)
+    last: dict[str, bytes] = {}
     try:
         while True:
             await _send(response, last, "engine", engine_json(request.app[ENGINES]), force=True)
@@ -126,21 +116,13 @@ def _hit_rate(stats: dict) -> float | None:
 
 
 # -- helpers ----------------------------------------------------------------------------
-async def _send(response: web.StreamResponse, last: dict[str, str], event: str,
+async def _send(response: web.StreamResponse, last: dict[str, bytes], event: str,
                 data: dict, force: bool = False) -> None:
     """Write `event` unless its data is what this viewer got last time."""
-    text = json.dumps(data, separators=(",", ":"))
-    if force or last.get(event) != text:
-        last[event] = text
-        await response.write(f"event: {event}\ndata: {text}\n\n".encode())
-
-
-def _session(request: web.Request, sid: str) -> Session:
-    token = request.headers.get(TOKEN_HEADER)
-    if token is None and not request.app[CONFIG].api_key:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        token = given.strip() if scheme.lower() == "bearer" else None
-    return request.app[MANAGER].session(sid, token)  # a refusal: the error middleware's 4xx
+    chunk = event_bytes(data, event, compact=True)
+    if force or last.get(event) != chunk:
+        last[event] = chunk
+        await response.write(chunk)
 
 
 def _interval(request: web.Request) -> float:

@@ -19,8 +19,8 @@ from parrot.manager.native_bodies import (DEFAULT_GET_TIMEOUT_S, MAX_GET_TIMEOUT
 from parrot.protocol.criteria import Criteria
 from parrot.server.errors import ApiError, error_body
 from parrot.server.keys import MANAGER
-from parrot.server.session_token import TOKEN_HEADER, request_session  # noqa: F401 (dashboard.py)
-from parrot.server.sse import SSE_HEADERS, event_bytes, open_stream  # noqa: F401 (dashboard.py)
+from parrot.server.session_token import request_session
+from parrot.server.sse import event_bytes, open_stream
 from parrot.server.validation import read_json_object
 
 
