@@ -45,7 +45,7 @@ class Manager:
     def __init__(self, engines: list[Any], *, session_idle_timeout: float = 600.0,
                  max_idle_timeout: float = 86400.0, limits: Limits | None = None,
                  min_shared_tokens: int = 16, app_prefix_min_tokens: int = 64,
-                 sweep_interval: float = 0.5) -> None:
+                 sweep_interval: float = 0.5, placement: str = "prefix-affine") -> None:
         if not engines:
             raise ValueError("Manager needs at least one engine")
         self.engines = list(engines)
@@ -62,7 +62,8 @@ class Manager:
         self.apps = AppPrefixes(PrefixPool(self.engines, scope="app"), app_prefix_min_tokens)
         self.scheduler = Scheduler(self.executor.loads, partial(tokenize, self.engines[0]),
                                    self.apps, min_shared_tokens,
-                                   is_alive=lambda index: self.engines[index].is_alive)
+                                   is_alive=lambda index: self.engines[index].is_alive,
+                                   placement=placement)
         self._pass_scheduled = False
         self._sweeper: asyncio.Task | None = None
 

@@ -15,8 +15,11 @@ For the calls of one session that became ready in one pass:
    kept while its known pending consumers still need it.
    A call whose template's calls (in any session) begin alike forks the app prefix for that
    beginning (`app_prefixes.py`), held by its session; session prefixes longer than it fork it.
-4. Placement: a call forking a shared prefix runs on that prefix's engine; others go to the
-   least-loaded engine.
+4. Placement (`placement`, default "prefix-affine"): a call forking a shared prefix runs on
+   that prefix's engine; others go to the least-loaded engine. "least-loaded" and
+   "round-robin" ignore prefixes (no shared contexts: each call opens its own, and only the
+   engine's prefix cache reuses what that engine computed); they exist to measure placement
+   (`benchmarks/scale_sim.py`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
 from parrot.protocol.criteria import Criteria
 
 PENDING_MARGIN = 2  # tokens dropped from a partial prompt: its end may re-tokenize
+PLACEMENTS = ("prefix-affine", "least-loaded", "round-robin")
 
 
 class Assignment(NamedTuple):
@@ -62,7 +66,12 @@ def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
 class Scheduler:
     def __init__(self, loads: list[int], tokenize: Callable[[str], list[int]],
                  apps: AppPrefixes, min_shared_tokens: int = 16,
-                 is_alive: Callable[[int], bool] = lambda index: True) -> None:
+                 is_alive: Callable[[int], bool] = lambda index: True,
+                 placement: str = "prefix-affine") -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        self.placement = placement
+        self._next = 0  # round-robin: the engine after the last one given a call
         self.loads = loads  # in-flight work per engine, kept by the executor
         self.is_alive = is_alive  # a lost engine gets no new work (engine/client.py)
         self.tokenize = tokenize
@@ -78,6 +87,8 @@ class Scheduler:
         self._reserved = [0] * len(self.loads)  # calls bound to new shared prefixes, this pass
         ordered = prioritize(graph, ready)
         prompts = [(c, self.first_prompt(graph, c)) for c in ordered]
+        if self.placement != "prefix-affine":
+            return [Assignment(call, self._place(None), None) for call, _ in prompts]
         partial = [(c, self.known_prompt(graph, c)) for c in waiting]
         apps = {c.id: self.apps.prefix_for(c.template.source, tokens, session_id, c.priority,
                                            self._reserve) for c, tokens in prompts}
@@ -152,8 +163,20 @@ class Scheduler:
         return pool.create(tokens, engine, priority, base, holders=set())
 
     def _place(self, parent: SharedPrefix | None) -> int:
-        index = parent.engine_index if parent is not None else self._least_loaded()
+        if parent is not None:
+            index = parent.engine_index
+        elif self.placement == "round-robin":
+            index = self._round_robin()
+        else:
+            index = self._least_loaded()
         self.loads[index] += 1
+        return index
+
+    def _round_robin(self) -> int:
+        n = len(self.loads)
+        order = [(self._next + k) % n for k in range(n)]
+        index = next((i for i in order if self.is_alive(i)), order[0])
+        self._next = (index + 1) % n
         return index
 
     def _reserve(self) -> int:
