@@ -52,7 +52,7 @@ def create_app(engines: list[Engine | EngineClient],
     app.cleanup_ctx.append(metrics_lifetime)  # after the manager: it reads the manager
     add_routes(app)
     if config.enable_test_hooks:
-        fault_hooks.add_test_hooks(app)
+        add_test_hooks(app)
     return app
 
 
@@ -92,6 +92,12 @@ def add_dashboard_routes(app: web.Application) -> None:
     app.router.add_get("/v1/parrot/dashboard/events", dashboard.events)
     app.router.add_get("/v1/sessions/{sid}/dashboard", dashboard.session_view)
     app.router.add_get("/v1/sessions/{sid}/dashboard/variables/{vid}", dashboard.variable_value)
+
+
+def add_test_hooks(app: web.Application) -> None:
+    """Fault injection for tests (fault_hooks.py), only with --enable-test-hooks."""
+    log.warning("test hooks are ENABLED (--enable-test-hooks): fault injection is open")
+    app.router.add_post("/v1/parrot/test/inject_failure", fault_hooks.inject_failure)
 
 
 async def manager_lifetime(app: web.Application) -> AsyncIterator[None]:

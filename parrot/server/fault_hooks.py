@@ -9,36 +9,34 @@ engine's own failure path, so a test sees exactly what a request failing inside 
 engine does - it fails alone and the loop keeps running.
 Answer: `{"failed": n}`, the number of requests marked (0 if none is queued or running yet;
 poll). The routes sit behind the API key like every other route; they run no code sent by
-the client, only mark requests that already exist.
+the client, only mark requests that already exist. app.py registers them, only when enabled.
 """
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import Field
 
 from parrot.engine.failure_injector import InjectedFailure  # noqa: F401 - what it raises
-from parrot.server.errors import ApiError
+from parrot.manager.call_spec import validated
+from parrot.manager.fields import Body, String
 from parrot.server.keys import ENGINES
-from parrot.server.validation import Fields, read_json_object
+from parrot.server.validation import read_json_object
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
 
 
-@routes.post("/v1/parrot/test/inject_failure")
+class InjectFailureBody(Body):
+    marker: Annotated[String, Field(min_length=1)]
+
+
 async def inject_failure(request: web.Request) -> web.Response:
-    marker = Fields(await read_json_object(request)).string("marker")
-    if not marker:
-        raise ApiError("'marker' must be a non-empty string", param="marker")
+    marker = validated(InjectFailureBody, await read_json_object(request)).marker
     failed = 0
     for engine in request.app[ENGINES]:  # through the engine contract: local or remote
         if engine.is_alive:
             failed += await engine.inject_failure(marker, f"injected failure ({marker})")
     log.warning("test hook: injected a failure into %d request(s)", failed)
     return web.json_response({"failed": failed})
-
-
-def add_test_hooks(app: web.Application) -> None:
-    log.warning("test hooks are ENABLED (--enable-test-hooks): fault injection is open")
-    app.add_routes(routes)

@@ -1,15 +1,14 @@
-"""Typed reads of JSON request fields; every failure is an ApiError naming the field."""
+"""The raw-body guards every JSON request passes before its pydantic model (size, UTF-8,
+JSON, depth, unpaired surrogates); each failure is an ApiError, naming the field if any."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from aiohttp import web
 
 from parrot.server.errors import ApiError
 
-_MISSING = object()
 MAX_DEPTH = 64  # JSON nesting any valid request stays far below
 _CHECKED_TYPES = frozenset({str, dict, list})  # json.loads makes exactly these types
 
@@ -63,101 +62,3 @@ def _check_unicode(text: str, path: str) -> None:
         where = f"'{path}'" if path else "request body"
         raise ApiError(f"{where} is not valid Unicode: unpaired surrogate "
                        f"{text[e.start]!r} at character {e.start}", param=path or None) from None
-
-
-class Fields:
-    """Reads fields of one JSON object; unknown fields are ignored."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.body = body
-
-    def _get(self, name: str) -> Any:
-        value = self.body.get(name, _MISSING)
-        return _MISSING if value is None else value
-
-    def integer(self, name: str, default: Any = None, *, lo: int | None = None,
-            hi: int | None = None) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApiError(f"'{name}' must be an integer, got {_show(value)}", param=name)
-        _check_range(name, value, lo, hi)
-        return value
-
-    def number(self, name: str, default: Any = None, *, lo: float | None = None,
-              hi: float | None = None) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ApiError(f"'{name}' must be a number, got {_show(value)}", param=name)
-        _check_range(name, value, lo, hi)
-        return float(value)
-
-    def boolean(self, name: str, default: bool = False) -> bool:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            raise ApiError(f"'{name}' must be a boolean, got {_show(value)}", param=name)
-        return value
-
-    def string(self, name: str, default: Any = None) -> Any:
-        value = self._get(name)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            raise ApiError(f"'{name}' must be a string, got {_show(value)}", param=name)
-        return value
-
-    def str_list(self, name: str, *, max_items: int) -> list[str]:
-        """A string or a list of strings (OpenAI's `stop`)."""
-        value = self._get(name)
-        if value is _MISSING:
-            return []
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-            raise ApiError(f"'{name}' must be a string or a list of strings", param=name)
-        if len(items) > max_items:
-            raise ApiError(f"'{name}' may hold at most {max_items} items", param=name)
-        return items
-
-    def int_list(self, name: str) -> list[int]:
-        value = self._get(name)
-        if value is _MISSING:
-            return []
-        if not is_token_list(value):
-            raise ApiError(f"'{name}' must be a list of non-negative integers", param=name)
-        return value
-
-    def object(self, name: str) -> dict[str, Any]:
-        value = self._get(name)
-        if value is _MISSING:
-            return {}
-        if not isinstance(value, dict):
-            raise ApiError(f"'{name}' must be an object, got {_show(value)}", param=name)
-        return value
-
-    def reject_truthy(self, name: str, reason: str = "is not supported") -> None:
-        if self.body.get(name):
-            raise ApiError(f"'{name}' {reason}", param=name)
-
-
-def is_token_list(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
-
-
-def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
-    if lo is not None and value < lo:
-        raise ApiError(f"'{name}' must be >= {lo}, got {value}", param=name)
-    if hi is not None and value > hi:
-        raise ApiError(f"'{name}' must be <= {hi}, got {value}", param=name)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, (bytes, bytearray)) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

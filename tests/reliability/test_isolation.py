@@ -52,6 +52,15 @@ async def test_test_hooks_are_off_by_default(fake_client):
     assert resp.status == 404
 
 
+@pytest.mark.parametrize("body", [{}, {"marker": ""}, {"marker": 7}, {"marker": None}])
+async def test_test_hook_refuses_a_bad_marker_naming_it(fake_client, body):
+    client, _ = await fake_client(enable_test_hooks=True)
+    resp = await client.post("/v1/parrot/test/inject_failure", json=body)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["param"] == "marker" and "'marker'" in error["message"], error
+
+
 @pytest.mark.e2e
 def test_undecodable_auth_header_bytes_are_a_plain_401_or_404(server):
     """Header bytes that are not UTF-8 reach the constant-time comparisons: never a 500."""
