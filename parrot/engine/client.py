@@ -43,6 +43,7 @@ class EngineClient(Protocol):
     tokenizer: Any  # a Hugging Face tokenizer, in this process
     model_name: str
     max_model_len: int
+    vocab_size: int  # the model's: token ids in [0, vocab_size) (may differ from len(tokenizer))
     config: EngineConfig
 
     @property

@@ -40,6 +40,10 @@ class LocalEngine:
         return self.engine.max_model_len
 
     @property
+    def vocab_size(self) -> int:
+        return self.engine.model_config.vocab_size
+
+    @property
     def config(self):
         return self.engine.config
 

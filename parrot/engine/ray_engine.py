@@ -36,9 +36,10 @@ class RayEngine:
         self.actor, self.config, self.name = actor, config, name
         self.tokenizer = info["tokenizer"]
         self.model_name, self.max_model_len = info["model_name"], info["max_model_len"]
+        self.vocab_size: int = info["vocab_size"]
         self.node_id = info["node_id"]
         self.step_observers: list = []  # steps run in the actor: no in-process observers
-        self._grammars = GrammarCompiler(self.tokenizer, info["vocab_size"])
+        self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size)
         self._ids, self._rids = itertools.count(1), itertools.count(1)
         self._seq, self._ops, self._flush_due = 0, [], False
         self._stats, self._status = EngineStats(), EngineStatus(config.block_size)

@@ -40,8 +40,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     req = parse_completion_request(await read_json_object(request),
                                    max_n=request.app[CONFIG].max_n)
     model = served_model(request.app, req.options.model)
-    tokenizer = request.app[ENGINES][0].tokenizer
-    prompts = [completion_token_ids(tokenizer, p) for p in req.prompts]
+    engine = request.app[ENGINES][0]  # every engine serves the same model
+    tokenizer = engine.tokenizer
+    prompts = [completion_token_ids(tokenizer, engine.vocab_size, p) for p in req.prompts]
     shape = CompletionShape(model, _renderer(tokenizer, req.options))
     return await _serve(request, prompts, req.options, shape, started,
                         default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS, prompt_param="prompt")
@@ -121,7 +122,7 @@ async def _serve(request: web.Request, prompts: list[list[int]], options: Genera
         options.max_tokens, len(p), engine.max_model_len, default=default_max_tokens,
         prompt_param=prompt_param, tokens_param=options.max_tokens_field), choice)
         for choice in range(i * options.n, (i + 1) * options.n)] for i, p in enumerate(prompts)]
-    check_token_ids(engine.tokenizer, sampling[0][0].stop_token_ids, "stop_token_ids")
+    check_token_ids(engine.vocab_size, sampling[0][0].stop_token_ids, "stop_token_ids")
     _compile(engine, sampling[0][0], options.constraint_param)
     _admit(request, len(prompts) * options.n)
 

@@ -22,27 +22,26 @@ To call a function, answer with its name and arguments as a JSON object inside \
 </tool_call>"""
 
 
-def completion_token_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
+def completion_token_ids(tokenizer: Any, vocab_size: int, prompt: str | list[int]) -> list[int]:
     """Token ids of a completions prompt (a string, or ids checked against the vocabulary)."""
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=True)
     else:
-        check_token_ids(tokenizer, prompt, "prompt")
+        check_token_ids(vocab_size, prompt, "prompt")
         ids = list(prompt)
     if not ids:
         raise ApiError("'prompt' must not be empty", param="prompt")
     return ids
 
 
-def check_token_ids(tokenizer: Any, ids: list[int], param: str) -> None:
-    """400 naming `param` for an id outside the vocabulary (it would fail the whole batch)."""
-    if not ids:
-        return
-    vocab = len(tokenizer)
-    bad = next((t for t in ids if t >= vocab), None)
+def check_token_ids(vocab_size: int, ids: list[int], param: str) -> None:
+    """400 naming `param` for an id the engine would refuse: the one vocabulary is the
+    engine's (`EngineClient.vocab_size`, the model's, which may differ from the tokenizer's
+    length), so the server and the engine draw the same line."""
+    bad = next((t for t in ids if not 0 <= t < vocab_size), None)
     if bad is not None:
-        raise ApiError(f"token id {bad} in '{param}' is outside the vocabulary (size {vocab})",
-                       param=param)
+        raise ApiError(f"token id {bad} in '{param}' is outside the vocabulary "
+                       f"(size {vocab_size})", param=param)
 
 
 def chat_token_ids(tokenizer: Any, messages: list[dict[str, Any]],

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
+from parrot.engine.engine import EngineInputError
 from parrot.engine.sampling_params import Constraint, GenerationChunk, SamplingParams, Usage
 from parrot.engine.status import ContextStatus, EngineStatus
 
@@ -35,6 +36,10 @@ _ids = itertools.count(1)
 class CharTokenizer:
     eos_token_id = 0
     chat_template = CHATML
+    SIZE = 0x110000  # every code point
+
+    def __len__(self) -> int:
+        return self.SIZE
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
                             add_generation_prompt: bool = False) -> str:
@@ -71,10 +76,12 @@ class FakeStats:
 
 
 class FakeEngine:
-    def __init__(self, step_s: float = 0.002, max_model_len: int = 4096) -> None:
+    def __init__(self, step_s: float = 0.002, max_model_len: int = 4096,
+                 vocab_size: int = CharTokenizer.SIZE) -> None:
         self.tokenizer = CharTokenizer()
         self.model_name = "fake"
         self.max_model_len = max_model_len
+        self.vocab_size = vocab_size  # like a model's, it may differ from len(tokenizer)
         self.step_s = step_s
         self.live: dict[int, FakeContext] = {}
         self.pinned: set[int] = set()  # ids pin() was called on (kept after free, for tests)
@@ -100,6 +107,7 @@ class FakeEngine:
         ctx = self.live[ctx_id]
         """Like Engine.append: the tokens count as prefilled by the next generate."""
         self._check_len(ctx, len(token_ids))
+        self._check_ids(token_ids)
         self.log.append(("append", ctx.id, len(token_ids), 0, time.time()))
         ctx.token_ids += token_ids
         self.counters.num_prefill_tokens += len(token_ids)
@@ -107,6 +115,7 @@ class FakeEngine:
     async def fill(self, ctx_id: int, token_ids: list[int], priority=1) -> None:
         ctx = self.live[ctx_id]
         self._check_len(ctx, len(token_ids))
+        self._check_ids(token_ids)
         self.log.append(("fill", ctx.id, len(token_ids), int(priority), time.time()))
         ctx.is_busy = True
         try:
@@ -184,6 +193,13 @@ class FakeEngine:
 
     def alone(self, prompt: str, max_tokens: int) -> str:
         return self.expected(self.tokenizer.encode(prompt), max_tokens)
+
+    def _check_ids(self, token_ids: list[int]) -> None:
+        """Like Engine: an id outside the model's vocabulary is refused."""
+        bad = next((t for t in token_ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise EngineInputError(f"token id {bad} is outside the vocabulary "
+                                   f"(size {self.vocab_size})")
 
     def _check_len(self, ctx: FakeContext, extra: int) -> None:
         if ctx.num_tokens + extra > self.max_model_len:
