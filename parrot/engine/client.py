@@ -69,8 +69,10 @@ class EngineClient(Protocol):
                    priority: Priority = Priority.NORMAL) -> int: ...
 
     def generate(self, ctx: ContextId, sampling: SamplingParams,
-                 priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
-        """Stream generated chunks; closing the iterator early cancels the request."""
+                 priority: Priority = Priority.NORMAL,
+                 group: str | None = None) -> AsyncIterator[GenerationChunk]:
+        """Stream generated chunks; closing the iterator early cancels the request. Requests
+        of one `group` (a task group) are admitted together."""
         ...
 
     # -- checks and views ----------------------------------------------------------------

@@ -141,8 +141,10 @@ class Engine:
                 self._abort(req)
 
     async def generate(self, ctx: Context, sampling: SamplingParams,
-                       priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
-        """Stream generated text; the generated tokens are appended to `ctx`."""
+                       priority: Priority = Priority.NORMAL,
+                       group: str | None = None) -> AsyncIterator[GenerationChunk]:
+        """Stream generated text; the generated tokens are appended to `ctx`. The requests of
+        one task `group` are admitted together (see scheduler.py)."""
         if ctx.num_tokens == 0:
             raise EngineInputError("cannot generate from an empty context: give a prompt")
         self._check_room(ctx, 0, sampling.max_tokens)
@@ -150,7 +152,7 @@ class Engine:
         matcher = self.compile(sampling)
         if ctx.num_pending == 0:
             self.tree.uncompute_last(ctx)  # recompute the last token for its logits
-        req = Request(ctx, sampling, priority, matcher=matcher)
+        req = Request(ctx, sampling, priority, group, matcher=matcher)
         req.detokenizer = IncrementalDetokenizer(self.tokenizer, sampling.stop, ctx.token_ids[-4:])
         self._submit(req)
         try:

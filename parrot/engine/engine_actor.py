@@ -79,11 +79,11 @@ class EngineActor:
         return await self.engine.fill(self.table.get(cid), token_ids, priority)
 
     async def generate(self, seq: int, ops: list[Op], rid: int, cid: int,
-                       sampling: SamplingParams, priority: Priority):
+                       sampling: SamplingParams, priority: Priority, group: str | None):
         """Yields lists of chunks (whatever was ready at once), then None; or a Failure."""
         await self._in_order(seq, ops)
         queue: asyncio.Queue = asyncio.Queue()
-        task = self._track(rid, self._pump(cid, sampling, priority, queue))
+        task = self._track(rid, self._pump(cid, sampling, priority, group, queue))
         try:
             while True:
                 items = [await queue.get()]
@@ -97,9 +97,10 @@ class EngineActor:
             self._tasks.pop(rid, None)
 
     async def _pump(self, cid: int, sampling: SamplingParams, priority: Priority,
-                    queue: asyncio.Queue) -> None:
+                    group: str | None, queue: asyncio.Queue) -> None:
         try:
-            async for chunk in self.engine.generate(self.table.get(cid), sampling, priority):
+            async for chunk in self.engine.generate(self.table.get(cid), sampling, priority,
+                                                    group):
                 queue.put_nowait(chunk)
             queue.put_nowait(None)
         except BaseException as e:  # noqa: BLE001 - in band; a cancel ends the task here

@@ -83,9 +83,9 @@ class LocalEngine:
                    priority: Priority = Priority.NORMAL) -> int:
         return await self.engine.fill(self._table.get(ctx), token_ids, priority)
 
-    def generate(self, ctx: int, sampling: SamplingParams,
-                 priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
-        return self.engine.generate(self._table.get(ctx), sampling, priority)
+    def generate(self, ctx: int, sampling: SamplingParams, priority: Priority = Priority.NORMAL,
+                 group: str | None = None) -> AsyncIterator[GenerationChunk]:
+        return self.engine.generate(self._table.get(ctx), sampling, priority, group)
 
     # -- checks and views ----------------------------------------------------------------
     def compile(self, sampling: SamplingParams) -> object:

@@ -98,10 +98,11 @@ class RayEngine:
         return result
 
     async def generate(self, ctx: int, sampling: SamplingParams,
-                       priority: Priority = Priority.NORMAL) -> AsyncIterator[GenerationChunk]:
+                       priority: Priority = Priority.NORMAL,
+                       group: str | None = None) -> AsyncIterator[GenerationChunk]:
         seq, ops, rid = self._next_call()
         stream = self.actor.generate.options(num_returns="streaming").remote(
-            seq, ops, rid, ctx, sampling, priority)
+            seq, ops, rid, ctx, sampling, priority, group)
         is_done = False
         try:
             while not is_done:

@@ -29,6 +29,7 @@ class Request:
     ctx: Context
     sampling: SamplingParams | None  # None: a fill (prefill only)
     priority: Priority = Priority.NORMAL
+    group: str | None = None  # a task group: its waiting members are admitted in one step
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.monotonic)
     first_scheduled: float | None = None  # when a step first computed it (time.monotonic())

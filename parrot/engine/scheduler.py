@@ -8,7 +8,9 @@ step-cost model (fitted as the engine runs) predicts the step of the latency wor
 alone, and other prefills may grow the step to `latency_step_factor` times that
 (before the model is warm: `latency_token_budget` tokens). Admission never overcommits the
 pool; when a running request needs a block and none is free, the lowest-priority,
-latest request is preempted (its blocks released, recomputed later).
+latest request is preempted (its blocks released, recomputed later). The waiting members of
+a task group (requests sharing a `group`) are admitted together, in one step, once the pool
+has room for all of them; they then share the step budget like any running requests.
 """
 from __future__ import annotations
 
@@ -126,26 +128,53 @@ class Scheduler:
     def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
-            pending = req.ctx.num_pending
-            n = budget.grant(req, pending)
+            members = self._group_members(req)
+            if len(members) > 1:
+                if not self._make_room(self._blocks_for_all(members)):
+                    return
+                for member in members:
+                    self.waiting.remove(member)
+                    self._start(member, budget.grant(member, member.ctx.num_pending), plan, budget)
+                continue
+            n = budget.grant(req, req.ctx.num_pending)
             if n == 0:
                 return
-            watermark = sum(1 for r in self.running if not r.is_fill)  # next decode blocks
-            need = self.tree.num_blocks_needed(req.ctx, n) + watermark
-            if not self._make_room(need):
+            if not self._make_room(self.tree.num_blocks_needed(req.ctx, n) + self._watermark()):
                 return
             self.waiting.pop(0)
-            hit = self._match_prefix(req)
-            self.num_prefix_hit_tokens += hit
-            if not req.is_admitted:  # a preempted request's rematch is not a cache hit
-                req.is_admitted, req.num_cached_tokens = True, req.num_cached_tokens + hit
-            req.status = Status.RUNNING
-            self.running.append(req)
-            n = min(n, req.ctx.num_pending)
-            if n > 0:
-                self._commit_slots(req, n, plan, budget)
-            else:  # a fill found entirely in the prefix cache
-                plan.done.append(req)
+            self._start(req, n, plan, budget)
+
+    def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
+        """Admit `req` (prefix matched, running) and compute up to `n` of its tokens now."""
+        hit = self._match_prefix(req)
+        self.num_prefix_hit_tokens += hit
+        if not req.is_admitted:  # a preempted request's rematch is not a cache hit
+            req.is_admitted, req.num_cached_tokens = True, req.num_cached_tokens + hit
+        req.status = Status.RUNNING
+        self.running.append(req)
+        n = min(n, req.ctx.num_pending)
+        if n > 0:
+            self._commit_slots(req, n, plan, budget)
+        elif req.ctx.num_pending == 0:  # a fill found entirely in the prefix cache
+            plan.done.append(req)
+
+    def _group_members(self, req: Request) -> list[Request]:
+        """`req` and the other waiting requests of its task group, if they can all run now
+        (else just `req`: a group too large for the sequence limit or the pool goes one by one)."""
+        if req.group is None:
+            return [req]
+        members = [r for r in self.waiting if r.group == req.group]
+        fits = (len(self.running) + len(members) <= self.config.max_num_seqs
+                and self._blocks_for_all(members) <= self.tree.blocks.num_blocks)
+        return members if fits else [req]
+
+    def _blocks_for_all(self, members: list[Request]) -> int:
+        """Blocks for every member's whole pending prompt, and the next decodes' blocks."""
+        return (sum(self.tree.num_blocks_needed(r.ctx, r.ctx.num_pending) for r in members)
+                + self._watermark())
+
+    def _watermark(self) -> int:
+        return sum(1 for r in self.running if not r.is_fill)  # the next decode blocks
 
     def _make_room(self, num_blocks: int) -> bool:
         """Free blocks for admission, releasing idle contexts (least recently used first).

@@ -115,6 +115,7 @@ class Executor:
 
     async def _attempt(self, session: Any, run: CallRun, parent: SharedPrefix | None) -> None:
         call, engine = run.call, self.engines[run.engine_index]
+        group = f"{session.id}/{call.group}" if call.group else None  # the engine's: unique
         skip = await self._open(engine, session.pool, run, parent)
         tail = ""
         for index, stage in enumerate(call.stages):
@@ -123,7 +124,7 @@ class Executor:
             tokens = call.first_tokens[skip:] if index == 0 else tokenize(engine, text)
             engine.append(run.ctx, tokens)  # computed by the generate below: no extra step
             var = session.graph.variables[call.outputs[stage.output]]
-            tail = await self._generate(engine, run, var, stage.output)
+            tail = await self._generate(engine, run, var, stage.output, group)
 
     async def _open(self, engine: EngineClient, pool: PrefixPool, run: CallRun,
                     parent: SharedPrefix | None) -> int:
@@ -140,12 +141,14 @@ class Executor:
         return 0
 
     async def _generate(self, engine: EngineClient, run: CallRun, var: Variable,
-                        output: str) -> str:
-        """Generate `output` into `var`; return the text generated past its value."""
+                        output: str, group: str | None) -> str:
+        """Generate `output` into `var`; return the text generated past its value. The
+        members of a task group are admitted by the engine together."""
         call = run.call
         parts: list[str] = []
         token_ids: list[int] = []
-        async for chunk in engine.generate(run.ctx, call.sampling[output], priority=call.priority):
+        async for chunk in engine.generate(run.ctx, call.sampling[output], priority=call.priority,
+                                           group=group):
             call.stamp("first_token")
             run.has_output = True
             token_ids += chunk.token_ids

@@ -30,13 +30,14 @@ def scheduler(num_blocks: int, **config) -> Scheduler:
 
 
 def submit(sched: Scheduler, name: str, num_tokens: int, generate: bool = False,
-           priority: Priority = NORMAL, arrival: float = 0.0, ctx: Context | None = None) -> Req:
+           priority: Priority = NORMAL, arrival: float = 0.0, ctx: Context | None = None,
+           group: str | None = None) -> Req:
     """A fill (or, with `generate`, a generation) of `num_tokens` prompt tokens."""
     if ctx is None:
         ctx = sched.tree.new()
         ctx.token_ids = list(range(num_tokens))
     sampling = SamplingParams(max_tokens=100) if generate else None
-    req = Req(ctx, sampling, priority, arrival=arrival, name=name)
+    req = Req(ctx, sampling, priority, group, arrival=arrival, name=name)
     sched.add(req)
     return req
 
@@ -143,6 +144,38 @@ def test_a_pinned_idle_context_is_never_released_for_room():
     assert step(sched) == {}  # nothing else may go: g waits, the pinned context stays
     assert len(pinned.block_table) == 2 and pinned.num_computed == 8
     assert g.status is Status.WAITING and f.ctx.block_table == []  # f's, finished, went
+
+
+def test_a_task_group_is_admitted_together_and_shares_the_budget():
+    sched = scheduler(64, max_num_batched_tokens=8)
+    m1 = submit(sched, "m1", 6, generate=True, arrival=0, group="g")
+    x = submit(sched, "x", 6, generate=True, arrival=1)  # arrived between the members
+    m2 = submit(sched, "m2", 6, generate=True, arrival=2, group="g")
+    # without the group, m1 and x would start and m2 wait; the group goes first, whole
+    assert step(sched) == {m1: 6, m2: 2}
+    assert m2.status is Status.RUNNING and x.status is Status.WAITING
+    assert step(sched) == {m1: 1, m2: 4, x: 3}
+    assert step(sched) == {m1: 1, m2: 1, x: 3}
+
+
+def test_a_task_group_waits_until_the_pool_holds_all_of_it():
+    sched = scheduler(4, max_num_batched_tokens=64)
+    a = submit(sched, "a", 4, generate=True, arrival=0)  # holds 2 blocks once it decodes
+    assert step(sched) == {a: 4}
+    m1 = submit(sched, "m1", 4, generate=True, arrival=1, group="g")
+    m2 = submit(sched, "m2", 4, generate=True, arrival=2, group="g")
+    # room for one member, not both (each needs a block, plus a's next decode): none starts
+    assert step(sched) == {a: 1}
+    assert m1.status is m2.status is Status.WAITING
+    finish(sched, a)
+    sched.tree.release(a.ctx)
+    assert step(sched) == {m1: 4, m2: 4}
+
+
+def test_a_task_group_larger_than_the_pool_goes_one_by_one():
+    sched = scheduler(3, max_num_batched_tokens=64)
+    members = [submit(sched, f"m{i}", 8, generate=True, arrival=i, group="g") for i in range(2)]
+    assert step(sched) == {members[0]: 8}  # 4 blocks for both can never be free: no deadlock
 
 
 def test_preemption_between_equal_priorities_takes_the_latest_arrival():

@@ -84,6 +84,7 @@ class FakeEngine:
         self.vocab_size = vocab_size  # like a model's, it may differ from len(tokenizer)
         self.step_s = step_s
         self.live: dict[int, FakeContext] = {}
+        self.groups: dict[int, str | None] = {}  # ctx id -> the task group its generate named
         self.pinned: set[int] = set()  # ids pin() was called on (kept after free, for tests)
         self.log: list[tuple] = []  # (what, ctx id, n tokens, priority, time)
         self.counters = FakeStats()
@@ -137,10 +138,11 @@ class FakeEngine:
             json.loads(c.spec)
         return c
 
-    async def generate(self, ctx_id: int, sampling: SamplingParams, priority=1):
+    async def generate(self, ctx_id: int, sampling: SamplingParams, priority=1, group=None):
         ctx = self.live[ctx_id]
         self._check_len(ctx, sampling.max_tokens)
         self.log.append(("generate", ctx.id, len(ctx.token_ids), int(priority), time.time()))
+        self.groups[ctx.id] = group
         prompt = len(ctx.token_ids)
         canned = self.constrained_text(sampling.constraint)
         text = canned if canned is not None else self.expected(ctx.token_ids, sampling.max_tokens)

@@ -22,9 +22,9 @@ class DyingEngine(FakeEngine):
         super().__init__()
         self.after_tokens = after_tokens
 
-    async def generate(self, ctx_id, sampling, priority=1):
+    async def generate(self, ctx_id, sampling, priority=1, group=None):
         n = 0
-        async for chunk in super().generate(ctx_id, sampling, priority):
+        async for chunk in super().generate(ctx_id, sampling, priority, group):
             if n == self.after_tokens:
                 self.is_alive, self.error = False, "engine lost: dying (test)"
                 raise EngineLost("dying", "test")

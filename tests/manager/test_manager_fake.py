@@ -71,6 +71,8 @@ async def test_map_reduce_prefills_shared_prefix_once(manager, engine):
     assert all(m.shared_tokens >= prefix - 2 for m in maps)
     assert {m.group for m in maps} == {"feeds:r"} and maps[0].priority == Priority.NORMAL
     assert s.graph.calls["r"].priority == Priority.LATENCY
+    # the engine admits the maps together: they name one group, unique to the session
+    assert sorted(engine.groups.values(), key=str) == [None] + [f"{s.id}/feeds:r"] * 4
 
 
 async def test_unfetched_calls_never_run(manager, engine):
