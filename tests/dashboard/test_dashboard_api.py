@@ -201,3 +201,21 @@ async def test_an_open_stream_does_not_hold_up_shutdown(make_client):
     await drain_in_flight(client.app)  # would wait ServerConfig.shutdown_timeout (10 s)
     assert time.monotonic() - start < 1
     resp.close()
+
+
+def lost_fake_engine(index: int) -> FakeEngine:
+    """A FakeEngine as a lost Ray engine looks through the contract."""
+    engine = FakeEngine()
+    engine.name, engine.is_alive = f"engine {index}", False
+    engine.error = f"engine lost: engine {index} (the actor died)"
+    return engine
+
+
+async def test_a_lost_engine_is_in_the_engine_view_and_drawn_by_the_page(aiohttp_client):
+    client = await aiohttp_client(create_app([FakeEngine(), lost_fake_engine(1)], ServerConfig()))
+    engines = (await (await client.get("/v1/parrot/dashboard/engine")).json())["engines"]
+    assert [(e["index"], e["alive"], e["error"]) for e in engines] == \
+        [(0, True, None), (1, False, "engine lost: engine 1 (the actor died)")]
+    page = await (await client.get("/dashboard")).text()
+    script = await (await client.get("/dashboard/dashboard.js")).text()
+    assert 'id="engines"' in page and "e.alive" in script and "e.error" in script

@@ -6,6 +6,7 @@ package `selenium`; without them it is skipped. Screenshots go to `artifacts/das
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.dashboard.programs import CHUNKS, FINAL, map_reduce_calls
+from tests.dashboard.test_dashboard_api import lost_fake_engine
+from tests.manager.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.e2e
 
@@ -193,3 +196,43 @@ def test_page_shows_the_graph_changing_as_the_program_runs(url, browser):
     assert not browser.find_elements(By.CSS_SELECTOR, "#graph .call-node, .chip")
     for p in (program, other):
         p.close()
+
+
+@pytest.fixture
+def lost_engine_url():
+    """The app in a thread of its own over two FakeEngines, the second lost (no model)."""
+    from aiohttp import web
+
+    from parrot.server.app import create_app
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = web.AppRunner(create_app([FakeEngine(), lost_fake_engine(1)]), shutdown_timeout=1)
+
+    async def start() -> int:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner.addresses[0][1]
+
+    port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_page_shows_a_lost_engine_with_its_error(lost_engine_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{lost_engine_url}/dashboard#interval=0.2")
+    wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#engines tr.engine-row")) == 2)
+    lost = browser.find_elements(By.CSS_SELECTOR, "#engines tr.engine-row.lost")
+    assert [row.get_attribute("data-engine") for row in lost] == ["1"]
+    assert "LOST" in lost[0].text and "engine lost: engine 1 (the actor died)" in lost[0].text
+    assert "1 lost" in browser.find_element(By.ID, "engine-model").text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-lost-engine.png"))
+    browser.get("about:blank")  # close the page's event stream before the server stops

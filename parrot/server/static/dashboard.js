@@ -16,6 +16,7 @@ const ui = {
   selected: null,     // {kind: "call" | "var", id}
   history: [],        // engine samples
   prev: null,         // previous engine totals (for per-tick rates)
+  engines: [],        // last engine list: index, name, model, alive, error
   interval: "0.5",    // seconds between updates (`#interval=` in the page's URL)
 };
 
@@ -318,7 +319,9 @@ function renderTree(tree) {
   const engines = new Set([...tree.prefixes.map((p) => p.engine), ...tree.calls.map((c) => c.engine)]);
   for (const e of [...engines].sort()) {
     const n = tree.calls.filter((c) => c.engine === e).length;
-    add(`engine:${e}`, null, { kind: "engine", lines: [`engine ${e}`, `${n} call contexts`] });
+    const lost = ui.engines.find((x) => x.index === e && !x.alive);
+    add(`engine:${e}`, null, { kind: "engine" + (lost ? " lost" : ""),
+      lines: [`engine ${e}${lost ? " · LOST" : ""}`, `${n} call contexts`] });
   }
   const blocks = (n) => (n === null || n === undefined ? "" : ` · ${n} blk`);
   for (const p of [...tree.prefixes].sort((a, b) => a.tokens - b.tokens)) {
@@ -383,7 +386,7 @@ function renderEngine(data) {
     hit: prompt > 0 ? (100 * d("num_cached_tokens")) / prompt : null,
   });
   if (ui.history.length > HISTORY) ui.history.shift();
-  $("engine-model").textContent = data.engines.map((e) => `#${e.index} ${e.model || ""}`).join(", ");
+  renderEngineList(data.engines);
   const tiles = $("engine-tiles");
   tiles.replaceChildren();
   const tile = (label, value) => { const x = el("div", { class: "tile" }, null, tiles); el("b", {}, value, x); el("span", {}, label, x); };
@@ -395,6 +398,25 @@ function renderEngine(data) {
   tile("tokens prefill · decode · cached", `${t.num_prefill_tokens} · ${t.num_decode_tokens} · ${t.num_cached_tokens}`);
   tile("steps · cascade · preemptions", `${t.num_steps} · ${t.num_cascade_steps} · ${t.num_preemptions}`);
   renderCharts(data);
+}
+
+// One row per engine; a lost one (its process or machine gone) in red, with why.
+function renderEngineList(engines) {
+  ui.engines = engines;
+  const lost = engines.filter((e) => !e.alive).length;
+  $("engine-model").textContent = `${engines.length} engine${engines.length === 1 ? "" : "s"}` +
+    (lost ? `, ${lost} lost` : "");
+  const table = $("engines");
+  table.replaceChildren();
+  for (const e of engines) {
+    const row = el("tr", { class: e.alive ? "engine-row" : "engine-row lost", "data-engine": e.index }, null, table);
+    el("td", {}, `#${e.index}`, row);
+    el("td", {}, e.name || "", row);
+    el("td", {}, e.model || "", row);
+    el("td", { class: "engine-state" }, e.alive ? "up" : "LOST", row);
+    el("td", { class: "engine-detail" }, e.alive ? `${e.num_running ?? 0} running · ${e.num_waiting ?? 0} waiting`
+      : `${e.error || "no reason given"} · gets no new work`, row);
+  }
 }
 
 function renderCharts(data) {
