@@ -1,4 +1,5 @@
-"""Turning the native API's call and variable specs into graph objects, checking them.
+"""Turning the native API's call and variable specs into graph objects (`CallSpec`s: the
+manager makes each the runtime `Call` of its graph), checking them.
 
 Shapes and types are the pydantic models of native_bodies.py (an error names the field);
 what is checked here needs the template: bindings against its placeholders, its syntax,
@@ -33,11 +34,11 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from parrot.engine.sampling_params import Constraint, SamplingParams
-from parrot.manager.call import Binding, Call, CallKind, VarRef
+from parrot.manager.call import Binding, CallKind, CallSpec, VarRef
 from parrot.manager.constraint_spec import constraint_key, parse_constraint
 from parrot.manager.errors import BadRequest
 from parrot.manager.fields import describe
-from parrot.manager.native_bodies import (CallsBody, CallSpec, JoinSpec, NativeSampling,
+from parrot.manager.native_bodies import (AnyCallSpec, CallsBody, JoinSpec, NativeSampling,
                                           OutputSpec, ProjectSpec, ValueSpec, VariableSpec,
                                           VariablesBody, VarRefSpec)
 from parrot.protocol.chat_render import RenderChat, lower_roles
@@ -45,7 +46,7 @@ from parrot.protocol.template import INPUT, OUTPUT, Placeholder, Template, Templ
 
 NewId = Callable[[str], str]
 Compile = Callable[[SamplingParams], object]  # Engine.compile: ValueError for a bad constraint
-_CALL = TypeAdapter(CallSpec)
+_CALL = TypeAdapter(AnyCallSpec)
 _VARIABLE = TypeAdapter(VariableSpec)
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -71,13 +72,13 @@ def validated(adapter: TypeAdapter | type[Model], raw: Any, where: str = "") -> 
         raise BadRequest(message, param=param or None) from None
 
 
-def parse_calls(body: dict | CallsBody, env: SpecContext | NewId) -> list[Call]:
+def parse_calls(body: dict | CallsBody, env: SpecContext | NewId) -> list[CallSpec]:
     env = env if isinstance(env, SpecContext) else SpecContext(env)
     specs = body if isinstance(body, CallsBody) else validated(CallsBody, body)
     return [parse_call(spec, f"calls[{i}]", env) for i, spec in enumerate(specs.calls)]
 
 
-def parse_call(spec: Any, where: str, env: SpecContext) -> Call:
+def parse_call(spec: Any, where: str, env: SpecContext) -> CallSpec:
     if not isinstance(spec, BaseModel):
         spec = validated(_CALL, spec, where)
     if isinstance(spec, JoinSpec):
@@ -88,8 +89,8 @@ def parse_call(spec: Any, where: str, env: SpecContext) -> Call:
     inputs = _parse_inputs(spec.inputs or {}, template, where)
     defaults = spec.sampling.settings() if spec.sampling is not None else {}
     outputs, sampling = _parse_outputs(spec.outputs or {}, template, defaults, where, env, stops)
-    return Call(_id(spec.id, env.new_id, "c"), template, inputs, outputs, sampling,
-                name=spec.name, is_eager=bool(spec.eager))
+    return CallSpec(_id(spec.id, env.new_id, "c"), template, inputs, outputs, sampling,
+                    name=spec.name, is_eager=bool(spec.eager))
 
 
 def parse_variables(body: dict | VariablesBody | list[VariableSpec],
@@ -195,23 +196,23 @@ def _sampling(settings: dict, where: str, constraint: Constraint | None) -> Samp
         raise BadRequest(f"{where}: {e}", param=where) from None
 
 
-def _parse_join(spec: JoinSpec, where: str, new_id: NewId) -> Call:
+def _parse_join(spec: JoinSpec, where: str, new_id: NewId) -> CallSpec:
     pieces: list = []
     for i in range(len(spec.parts)):
         pieces += [Text(spec.sep)] if i else []
         pieces.append(Placeholder(INPUT, f"p{i}"))
     template = Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")])
     inputs = {f"p{i}": _binding(p) for i, p in enumerate(spec.parts)}
-    return Call(_id(spec.id, new_id, "c"), template, inputs,
-                {"out": _output_var(spec.output, new_id)}, name=spec.name or "join",
-                kind=CallKind.RENDER)
+    return CallSpec(_id(spec.id, new_id, "c"), template, inputs,
+                    {"out": _output_var(spec.output, new_id)}, name=spec.name or "join",
+                    kind=CallKind.RENDER)
 
 
-def _parse_project(spec: ProjectSpec, where: str, new_id: NewId) -> Call:
+def _parse_project(spec: ProjectSpec, where: str, new_id: NewId) -> CallSpec:
     template = Template.from_pieces([Placeholder(INPUT, "source"), Placeholder(OUTPUT, "out")])
-    return Call(_id(spec.id, new_id, "c"), template, {"source": VarRef(spec.source.var)},
-                {"out": _output_var(spec.output, new_id)}, kind=CallKind.PROJECT,
-                name=spec.name or "project", path=tuple(spec.path))
+    return CallSpec(_id(spec.id, new_id, "c"), template, {"source": VarRef(spec.source.var)},
+                    {"out": _output_var(spec.output, new_id)}, kind=CallKind.PROJECT,
+                    name=spec.name or "project", path=tuple(spec.path))
 
 
 def _output_var(output: Any, new_id: NewId) -> str:

@@ -45,12 +45,11 @@ class Executor:
               parent: SharedPrefix | None) -> asyncio.Task:
         """Hand `call` to engine `engine_index` (its load was counted by the scheduler)."""
         run = CallRun(call, engine_index)
+        call.start(engine_index)
         if not self.engines[engine_index].is_alive:
             self._move(run)
             parent = None
         self.runs[call] = run
-        call.state, call.engine = CallState.RUNNING, run.engine_index
-        call.stamp("started")
         task = asyncio.ensure_future(self._run(session, run, parent))
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
@@ -64,7 +63,7 @@ class Executor:
         run.is_released = True
         call = run.call
         if call.state is CallState.RUNNING:  # cancelled before it could run
-            call.state, call.error = CallState.CANCELLED, "cancelled"
+            call.cancel()
         if run.ctx is not None:
             self.engines[run.engine_index].free(run.ctx)
             run.ctx = None
@@ -81,7 +80,8 @@ class Executor:
         target = min(alive, key=lambda i: self.loads[i])
         self.loads[run.engine_index] -= 1
         self.loads[target] += 1
-        run.engine_index = run.call.engine = target
+        run.engine_index = target
+        run.call.move(target)
         run.ctx = None  # it went with its engine
         return True
 
@@ -97,13 +97,11 @@ class Executor:
                         raise
                     log.warning("call %s: %s; starting again on engine %d", call.id, e,
                                 run.engine_index)
-                    parent, call.shared_tokens = None, 0
-            call.state = CallState.DONE
-            call.stamp("finished")
+                    parent = None
+            call.finish()
         except asyncio.CancelledError:
             if not call.is_finished:
-                call.state, call.error = CallState.CANCELLED, "cancelled"
-                call.stamp("finished")
+                call.cancel()
             raise
         except Exception as e:  # a failing call fails alone (and whatever depends on it)
             if isinstance(e, EngineLost):
@@ -134,7 +132,7 @@ class Executor:
             await parent.filled.wait()
             if parent.error is None and parent.ctx is not None:
                 run.ctx = engine.fork(parent.ctx)
-                run.call.shared_tokens = len(parent.tokens)
+                run.call.fork(len(parent.tokens))
                 pool.release_holder(run.call.id)
                 return len(parent.tokens)
         run.ctx = engine.new_context()
@@ -156,17 +154,11 @@ class Executor:
                 parts.append(chunk.text)
                 var.append(chunk.text)
             if chunk.usage is not None:
-                self._count(call, chunk.usage)
+                call.count(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
         value = "".join(parts)
         var.resolve(value)
         self.on_change()  # its consumers may be ready now
         return _tail(engine, token_ids, value)
-
-    @staticmethod
-    def _count(call: Call, usage: Any) -> None:
-        if call.prompt_tokens == 0:  # the context when the first output started
-            call.prompt_tokens = usage.prompt_tokens
-        call.completion_tokens += usage.completion_tokens
 
 
 def _tail(engine: EngineClient, token_ids: list[int], value: str) -> str:

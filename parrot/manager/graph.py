@@ -2,7 +2,8 @@
 
 Invariants (checked by `check_integrity`): every variable has at most one producer and the
 producer lists it among its outputs; consumer edges are mirrored on both ends; the graph is
-acyclic; a DONE call's outputs are ready; a ready variable has no error.
+acyclic; a DONE call's outputs are ready; a ready variable has no error; each call's own
+record is consistent (`Call.check_integrity`).
 """
 from __future__ import annotations
 
@@ -129,8 +130,7 @@ class Graph:
             if current.is_finished:
                 continue
             failed.append(current)
-            current.state, current.error = CallState.FAILED, reason
-            current.stamp("finished")
+            current.fail(reason)
             for var_id in current.output_vars:
                 self.variables[var_id].fail(reason)
                 for consumer in self.variables[var_id].consumers:
@@ -153,8 +153,7 @@ class Graph:
     def cancel_all(self, reason: str) -> None:
         for call in self.calls.values():
             if not call.is_finished:
-                call.state, call.error = CallState.CANCELLED, reason
-                call.stamp("finished")
+                call.cancel(reason)
         for var in self.variables.values():
             var.fail(reason)
 
@@ -171,14 +170,13 @@ class Graph:
             assert not (var.is_ready and var.error), f"{var.id}: ready and failed"
             assert var.is_done == (var.value is not None or var.error is not None), var.id
         for call in self.calls.values():
+            call.check_integrity()
             for var_id in call.output_vars:
                 assert self.variables[var_id].producer == call.id, f"{call.id}: output {var_id}"
             for var_id in call.input_vars:
                 assert call.id in self.variables[var_id].consumers, f"{call.id}: input {var_id}"
             if call.state == CallState.DONE:
                 assert all(self.variables[v].is_ready for v in call.output_vars), call.id
-            if call.state == CallState.RUNNING:
-                assert call.is_active, f"{call.id}: running but never activated"
         assert self._topological_order() is not None, "graph has a cycle"
 
     def _topological_order(self) -> list[str] | None:

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 from parrot.engine.client import EngineLost
 from parrot.manager import limits
 from parrot.manager.app_prefixes import AppPrefixes
-from parrot.manager.call import CallKind
+from parrot.manager.call import Call, CallKind
 from parrot.manager.call_spec import SpecContext, parse_calls, parse_variables
 from parrot.manager.errors import (
     BadRequest,
@@ -130,7 +130,7 @@ class Manager:
 
     def submit_calls(self, session: Session, body: dict) -> list[dict]:
         session.touch("submit_calls")
-        calls = parse_calls(body, self.spec_context)
+        calls = [Call(spec) for spec in parse_calls(body, self.spec_context)]
         new_vars = {v for c in calls for v in c.output_vars} - session.graph.variables.keys()
         limits.check_calls(self.limits, session, len(calls), len(new_vars))
         self.check_queue(len(calls), param="calls")

@@ -137,7 +137,7 @@ def _call_kind(value: Any) -> str | None:
     return f"<{kind}>" if kind in ("llm", "join", "project") else None
 
 
-CallSpec = Annotated[
+AnyCallSpec = Annotated[
     Annotated[LlmCallSpec, Tag("<llm>")] | Annotated[JoinSpec, Tag("<join>")]
     | Annotated[ProjectSpec, Tag("<project>")],
     Discriminator(_call_kind, custom_error_type="field", custom_error_message=(
@@ -146,7 +146,7 @@ CallSpec = Annotated[
 
 
 class CallsBody(Body):
-    calls: Annotated[list[CallSpec], Field(min_length=1, max_length=MAX_CALLS_PER_REQUEST)]
+    calls: Annotated[list[AnyCallSpec], Field(min_length=1, max_length=MAX_CALLS_PER_REQUEST)]
 
 
 class VariableSpec(Body):
@@ -172,7 +172,7 @@ class OpenSessionBody(Body):
 
     idle_timeout: Number | None = Field(None, gt=0, description="seconds (server default)")
     variables: Annotated[list[VariableSpec], Field(min_length=1)] | None = None
-    calls: Annotated[list[CallSpec], Field(min_length=1,
+    calls: Annotated[list[AnyCallSpec], Field(min_length=1,
                                            max_length=MAX_CALLS_PER_REQUEST)] | None = None
     get: GetSpec | None = Field(None, description=(
         "wait for this variable and answer its value with the session; a failed get "

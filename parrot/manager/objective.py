@@ -13,13 +13,7 @@ from __future__ import annotations
 
 from parrot.manager.call import Call, CallKind
 from parrot.manager.graph import Graph
-from parrot.protocol.criteria import Criteria
-
-_RANK = {None: 0, Criteria.THROUGHPUT: 1, Criteria.LATENCY: 2}
-
-
-def stronger(a: Criteria | None, b: Criteria | None) -> Criteria | None:
-    return a if _RANK[a] >= _RANK[b] else b
+from parrot.protocol.criteria import Criteria, stronger
 
 
 def request(graph: Graph, var_id: str, criteria: Criteria | None) -> list[Call]:
@@ -61,9 +55,8 @@ def _propagate(graph: Graph, var_ids: list[str], criteria: Criteria | None,
     while stack or calls:
         for call in calls:
             was_active, old = call.is_active, call.criteria
-            call.is_active, call.criteria = True, stronger(call.criteria, criteria)
+            call.activate(criteria)
             if not was_active:
-                call.stamp("activated")
                 activated.append(call)
             if not was_active or call.criteria != old:
                 stack.extend(call.input_vars)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from parrot.manager.call import Call, CallState
+from parrot.manager.call import Call
 from parrot.manager.graph import Graph
 
 MAX_PATH = 32
@@ -64,6 +64,5 @@ def run_projection(graph: Graph, call: Call) -> list[Call]:
     except ProjectionError as e:
         return graph.fail_call(call, f"projection of '{source}' failed: {e}")
     graph.variables[out].resolve(text)
-    call.state = CallState.DONE
-    call.stamp("finished")
+    call.finish()
     return []

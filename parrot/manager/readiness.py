@@ -2,7 +2,7 @@
 here, inline."""
 from __future__ import annotations
 
-from parrot.manager.call import Call, CallKind, CallState
+from parrot.manager.call import Call, CallKind
 from parrot.manager.graph import Graph
 from parrot.manager.projection import run_projection
 
@@ -45,5 +45,4 @@ def run_render(graph: Graph, call: Call) -> None:
     text = call.render(stage.pieces, graph.value_of)
     assert text is not None, "render call run before its inputs were ready"
     graph.variables[call.outputs[stage.output]].resolve(text)
-    call.state = CallState.DONE
-    call.stamp("finished")
+    call.finish()

@@ -57,8 +57,8 @@ def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
     memo: dict[str, int] = {}
     for call in calls:
         group = task_group(graph, call)
-        call.group = group[0] if group else None
-        call.priority = int(engine_priority(call.criteria, group[1] if group else 1))
+        call.assign(int(engine_priority(call.criteria, group[1] if group else 1)),
+                    group[0] if group else None)
     return sorted(calls, key=lambda c: (c.priority, -remaining_depth(graph, c, memo),
                                         c.times["submitted"]))
 
@@ -100,7 +100,7 @@ class Scheduler:
         """Tokens of the text before the call's first output (cached: values never change)."""
         if call.first_tokens is None:
             text = call.render(call.stages[0].pieces, graph.value_of)
-            call.first_tokens = self.tokenize(text)
+            call.set_first_tokens(self.tokenize(text))
         return call.first_tokens
 
     def known_prompt(self, graph: Graph, call: Call) -> list[int]:
@@ -108,8 +108,8 @@ class Scheduler:
         text = call.known_prefix(graph.value_of)
         if call.known_tokens is None or call.known_tokens[0] != text:
             tokens = self.tokenize(text)
-            call.known_tokens = (text, tokens[:-PENDING_MARGIN] if len(tokens) > PENDING_MARGIN
-                                 else [])
+            call.set_known_tokens(text, tokens[:-PENDING_MARGIN] if len(tokens) > PENDING_MARGIN
+                                  else [])
         return call.known_tokens[1]
 
     def _share(self, pool: PrefixPool, apps: dict[str, SharedPrefix | None],

@@ -23,5 +23,13 @@ class Criteria(str, Enum):
             raise ValueError(f"criteria must be 'latency' or 'throughput', got {value!r}") from None
 
 
+_RANK = {None: 0, Criteria.THROUGHPUT: 1, Criteria.LATENCY: 2}
+
+
+def stronger(a: Criteria | None, b: Criteria | None) -> Criteria | None:
+    """The more demanding of two objectives (LATENCY > THROUGHPUT > none)."""
+    return a if _RANK[a] >= _RANK[b] else b
+
+
 LATENCY = Criteria.LATENCY
 THROUGHPUT = Criteria.THROUGHPUT

@@ -1,7 +1,7 @@
 """Unit tests: the SV graph's rules (producers, cycles, atomic batches, failure) - no engine."""
 import pytest
 
-from parrot.manager.call import Call, CallState, VarRef
+from parrot.manager.call import Call, CallSpec, CallState, VarRef
 from parrot.manager.errors import Conflict, NotFound
 from parrot.manager.graph import Graph
 from parrot.protocol.template import Template
@@ -12,7 +12,7 @@ T = Template.parse("{{input:a}} -> {{output:b}}")
 def call(cid, a, b):
     """A call reading `a` (a var id, or a constant when prefixed with '=') into var `b`."""
     binding = a[1:] if a.startswith("=") else VarRef(a)
-    return Call(cid, T, {"a": binding}, {"b": b})
+    return Call(CallSpec(cid, T, {"a": binding}, {"b": b}))
 
 
 def test_links_producers_and_consumers():

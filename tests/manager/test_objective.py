@@ -1,6 +1,6 @@
 """Unit tests: lazy activation, objective deduction, task groups, order (no engine)."""
 from parrot.engine.sampling_params import Priority
-from parrot.manager.call import Call, CallKind, VarRef
+from parrot.manager.call import Call, CallSpec, CallKind, VarRef
 from parrot.manager.graph import Graph
 from parrot.manager.objective import on_calls_added, remaining_depth, request, task_group
 from parrot.manager.scheduler import engine_priority, prioritize
@@ -12,14 +12,14 @@ T = Template.parse("{{input:a}} -> {{output:b}}")
 
 def llm(cid, a, b, eager=False):
     binding = a[1:] if a.startswith("=") else VarRef(a)
-    return Call(cid, T, {"a": binding}, {"b": b}, is_eager=eager)
+    return Call(CallSpec(cid, T, {"a": binding}, {"b": b}, is_eager=eager))
 
 
 def join(cid, parts, out):
     pieces = [Placeholder(INPUT, f"p{i}") for i in range(len(parts))]
-    return Call(cid, Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")]),
-                {f"p{i}": VarRef(p) for i, p in enumerate(parts)}, {"out": out},
-                kind=CallKind.RENDER)
+    return Call(CallSpec(cid, Template.from_pieces(pieces + [Placeholder(OUTPUT, "out")]),
+                         {f"p{i}": VarRef(p) for i, p in enumerate(parts)}, {"out": out},
+                         kind=CallKind.RENDER))
 
 
 def map_reduce(n=3):
