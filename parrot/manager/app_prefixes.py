@@ -28,7 +28,7 @@ SAMPLES_PER_APP = 16  # recent first prompts of a template, compared with each n
 
 
 class AppPrefixes:
-    def __init__(self, pool: PrefixPool, min_tokens: int = 64, max_per_app: int = 8,
+    def __init__(self, pool: PrefixPool, min_tokens: int = 64, max_per_app: int = 32,
                  max_kv_share: float = 0.25) -> None:
         assert pool.scope == "app"
         self.pool = pool

@@ -91,7 +91,7 @@ class Scheduler:
             return [Assignment(call, self._place(None), None) for call, _ in prompts]
         partial = [(c, self.known_prompt(graph, c)) for c in waiting]
         apps = {c.id: self.apps.prefix_for(c.template.source, tokens, session_id, c.priority,
-                                           self._reserve) for c, tokens in prompts}
+                                           lambda: self._app_engine(pool)) for c, tokens in prompts}
         parents = self._share(pool, apps, prompts, [p for p in partial if p[1]])
         return [Assignment(call, self._place(parents[call.id]), parents[call.id])
                 for call, _ in prompts]
@@ -178,6 +178,13 @@ class Scheduler:
         index = next((i for i in order if self.is_alive(i)), order[0])
         self._next = (index + 1) % n
         return index
+
+    def _app_engine(self, pool: PrefixPool) -> int:
+        """The engine for a new app prefix of a session: the live engine holding most of the
+        session's shared prefixes (beside the prompts its calls also fork), else the least
+        loaded one (counted, so the next new one goes elsewhere)."""
+        engines = [sp.engine_index for sp in pool.prefixes.values() if self.is_alive(sp.engine_index)]
+        return max(set(engines), key=engines.count) if engines else self._reserve()
 
     def _reserve(self) -> int:
         """The engine for a new app prefix (counted, so the next one goes elsewhere)."""

@@ -142,3 +142,19 @@ async def test_a_session_prefix_forks_the_app_prefix(manager, engine):
     assert computed < len(SYSTEM) + len(doc) + 3 * 20, "computed more than once"
     assert s.pool.prefixes == {}
     manager.check_integrity()
+
+
+async def test_a_new_app_prefix_goes_beside_its_sessions_prefixes():
+    engines = [FakeEngine(), FakeEngine()]
+    manager = Manager(engines)
+    s = manager.open_session()
+    sched = manager.scheduler
+    manager.executor.loads[1] += 3  # engine 1 is the busier one
+    assert sched._app_engine(s.pool) == 0  # no session prefixes: the least loaded
+    s.pool.create([1] * 40, 1, 1, None, {"holder"})
+    assert sched._app_engine(s.pool) == 1  # beside the session's prefix, though busier
+    s.pool.release_holder("holder")
+    await asyncio.sleep(0.01)
+    manager.executor.loads[1] -= 3
+    await manager.close()
+    assert all(e.live == {} for e in engines)
