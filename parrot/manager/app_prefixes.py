@@ -10,7 +10,11 @@ reads them once per step). Each session that used an app prefix holds it by its 
 until the session closes, so a prefix in use is never evicted by the engine's LRU cache; when
 its last session closes, its context is freed and its blocks stay in the prefix cache.
 
-Limits: at most `max_per_app` prefixes per template, and pinned tokens in all at most
+A hot app prefix is copied: when its engine runs `replicate_at` calls while another engine
+runs none, the next call registers the same prefix on the idle engine (one more prefill), and
+each later call forks the copy on the less loaded engine.
+
+Limits: at most `max_per_app` prefixes per template (copies included), and pinned tokens in all at most
 `max_kv_share` of the smallest engine's KV pool (which also serves everything else).
 
 Invariants (`check_integrity`): every app prefix is live in the pool, listed under one
@@ -19,7 +23,7 @@ template, has no parent, and is held only by open sessions.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from parrot.manager.prefix import common_prefix_len
 from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
@@ -27,27 +31,38 @@ from parrot.manager.prefix_pool import PrefixPool, SharedPrefix
 SAMPLES_PER_APP = 16  # recent first prompts of a template, compared with each new one
 
 
+class EngineChoice(NamedTuple):
+    """What the scheduler tells app prefixes about its engines."""
+
+    for_new: Callable[[], int]  # the engine for a new app prefix (beside its session's)
+    idlest: Callable[[], int]  # the least loaded live engine
+    load: Callable[[int], int]  # the calls running or placed on an engine
+
+
 class AppPrefixes:
     def __init__(self, pool: PrefixPool, min_tokens: int = 64, max_per_app: int = 32,
-                 max_kv_share: float = 0.25) -> None:
+                 max_kv_share: float = 0.25, replicate_at: int = 8) -> None:
         assert pool.scope == "app"
         self.pool = pool
         self.min_tokens = min_tokens
         self.max_per_app = max_per_app
         self.max_kv_share = max_kv_share
+        self.replicate_at = replicate_at
         self._max_tokens: int | None = None  # read from the engines at the first registration
         self.by_app: dict[str, list[SharedPrefix]] = {}
         self.samples: dict[str, deque[list[int]]] = {}
 
     def prefix_for(self, app: str, tokens: list[int], session_id: str, priority: int,
-                   pick_engine: Callable[[], int]) -> SharedPrefix | None:
+                   engines: EngineChoice) -> SharedPrefix | None:
         """The app prefix a call of template `app` with first prompt `tokens` should fork
         (now held by `session_id`), registering one when this call and an earlier one of the
-        same template begin alike; None when there is none worth keeping."""
+        same template begin alike, or a copy of a hot one; None when there is none."""
         self._prune(app)
-        sp = self._registered(app, tokens)
+        sp = self._registered(app, tokens, engines.load)
         if sp is None:
-            sp = self._register(app, tokens, session_id, priority, pick_engine)
+            sp = self._register(app, tokens, session_id, priority, engines.for_new)
+        elif self._is_hot(sp, engines):
+            sp = self._copy(app, sp, session_id, priority, engines.idlest()) or sp
         if sp is not None:
             sp.holders.add(session_id)
         return sp
@@ -62,11 +77,26 @@ class AppPrefixes:
     def num_tokens(self) -> int:
         return sum(len(sp.tokens) for sp in self.pool.prefixes.values())
 
-    def _registered(self, app: str, tokens: list[int]) -> SharedPrefix | None:
-        """The longest live prefix of `app` that `tokens` starts with (and goes beyond)."""
+    def _registered(self, app: str, tokens: list[int],
+                    load: Callable[[int], int]) -> SharedPrefix | None:
+        """The longest live prefix of `app` that `tokens` starts with (and goes beyond); of
+        its copies, the one on the least loaded engine."""
         fits = [sp for sp in self.by_app.get(app, ())
                 if len(sp.tokens) < len(tokens) and tokens[:len(sp.tokens)] == sp.tokens]
-        return max(fits, key=lambda sp: len(sp.tokens), default=None)
+        return max(fits, key=lambda sp: (len(sp.tokens), -load(sp.engine_index)), default=None)
+
+    def _is_hot(self, sp: SharedPrefix, engines: EngineChoice) -> bool:
+        """Its engine runs >= `replicate_at` calls while another engine runs none."""
+        return engines.load(sp.engine_index) >= self.replicate_at and engines.load(engines.idlest()) == 0
+
+    def _copy(self, app: str, sp: SharedPrefix, session_id: str, priority: int,
+              engine: int) -> SharedPrefix | None:
+        """A copy of `sp` on `engine` (None if the limits leave no room)."""
+        if not self._has_room(app, len(sp.tokens)):
+            return None
+        copy = self.pool.create(sp.tokens, engine, priority, None, {session_id})
+        self.by_app[app].append(copy)
+        return copy
 
     def _register(self, app: str, tokens: list[int], session_id: str, priority: int,
                   pick_engine: Callable[[], int]) -> SharedPrefix | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from parrot.engine.sampling_params import Priority
-from parrot.manager.app_prefixes import AppPrefixes
+from parrot.manager.app_prefixes import AppPrefixes, EngineChoice
 from parrot.manager.call import Call
 from parrot.manager.graph import Graph
 from parrot.manager.objective import remaining_depth, task_group
@@ -90,8 +90,9 @@ class Scheduler:
         if self.placement != "prefix-affine":
             return [Assignment(call, self._place(None), None) for call, _ in prompts]
         partial = [(c, self.known_prompt(graph, c)) for c in waiting]
+        engines = EngineChoice(lambda: self._app_engine(pool), self._least_loaded, self._load)
         apps = {c.id: self.apps.prefix_for(c.template.source, tokens, session_id, c.priority,
-                                           lambda: self._app_engine(pool)) for c, tokens in prompts}
+                                           engines) for c, tokens in prompts}
         parents = self._share(pool, apps, prompts, [p for p in partial if p[1]])
         return [Assignment(call, self._place(parents[call.id]), parents[call.id])
                 for call, _ in prompts]
@@ -191,6 +192,9 @@ class Scheduler:
         index = self._least_loaded()
         self._reserved[index] += 1
         return index
+
+    def _load(self, index: int) -> int:
+        return self.loads[index] + self._reserved[index]
 
     def _least_loaded(self) -> int:
         alive = [i for i in range(len(self.loads)) if self.is_alive(i)] or range(len(self.loads))

@@ -158,3 +158,26 @@ async def test_a_new_app_prefix_goes_beside_its_sessions_prefixes():
     manager.executor.loads[1] -= 3
     await manager.close()
     assert all(e.live == {} for e in engines)
+
+
+async def test_a_hot_app_prefix_is_copied_to_an_idle_engine():
+    engines = [FakeEngine(), FakeEngine()]
+    manager = Manager(engines)
+    for i in range(2):  # registered on one engine
+        await one_call(manager, manager.open_session(), SYSTEM, f"question {i}?")
+    [first] = manager.apps.pool.prefixes.values()
+    busy, idle = first.engine_index, 1 - first.engine_index
+    manager.executor.loads[busy] += manager.apps.replicate_at  # its engine is now hot
+    s = manager.open_session()
+    await one_call(manager, s, SYSTEM, "question on the idle engine?")
+    copies = sorted(manager.apps.pool.prefixes.values(), key=lambda sp: sp.engine_index != busy)
+    assert [sp.engine_index for sp in copies] == [busy, idle]
+    assert copies[1].tokens == first.tokens and s.id in copies[1].holders
+    assert s.graph.calls["c"].engine == idle and s.graph.calls["c"].shared_tokens >= len(SYSTEM)
+    s2 = manager.open_session()  # a later call takes the copy on the less loaded engine
+    await one_call(manager, s2, SYSTEM, "question again?")
+    assert s2.graph.calls["c"].engine == idle and len(manager.apps.pool.prefixes) == 2
+    manager.check_integrity()
+    manager.executor.loads[busy] -= manager.apps.replicate_at
+    await manager.close()
+    assert all(e.live == {} for e in engines)
