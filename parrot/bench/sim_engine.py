@@ -81,6 +81,7 @@ class SimEngine:
                  kv_tokens: int = 46_000, max_model_len: int = 8192) -> None:
         self.tokenizer = tokenizer
         self.name, self.model_name, self.max_model_len = name, "simulated", max_model_len
+        self.vocab_size = len(tokenizer)
         self.is_alive, self.error = True, None
         self.cost = cost or StepCost()
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
