@@ -26,6 +26,9 @@ class Chars:
     def decode(self, ids):
         return "".join(map(chr, ids))
 
+    def __len__(self):
+        return 0x110000  # every code point
+
 
 async def generate(engine, tokens, n):
     ctx = engine.new_context()
