@@ -16,6 +16,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from parrot.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 from parrot.engine.client import EngineLost  # noqa: E402
+from parrot.engine.engine import EngineInputError  # noqa: E402
 from parrot.engine.local_engine import LocalEngine  # noqa: E402
 from parrot.engine.ray_placement import start_ray_engines  # noqa: E402
 from parrot.manager import Manager  # noqa: E402
@@ -141,6 +142,35 @@ async def test_context_operations_keep_their_order_and_a_cancel_reaches_the_engi
             break
     assert engine.stats().num_running == 0 and engine.stats().num_generated_tokens > 0
     assert engine.status().contexts == {}
+    engine.check_integrity()
+
+
+async def test_one_stream_carries_every_request_and_errors_come_back_in_band(engines, local):
+    """Concurrent generates and fills share the engine's one stream: each gets what an
+    in-process engine gives it; an op that failed over there fails the next call on its
+    context (EngineInputError), and the engine goes on serving."""
+    engine = engines[0]
+    greedy = SamplingParams(max_tokens=5, temperature=0, ignore_eos=True)
+
+    async def run(client, i):
+        ctx = client.new_context()
+        tokens = client.tokenizer.encode(f"text number {i} says", add_special_tokens=False)
+        client.append(ctx, tokens)
+        out = [t async for chunk in client.generate(ctx, greedy) for t in chunk.token_ids]
+        cached = await client.fill(ctx, [100 + i])
+        client.free(ctx)
+        return out, cached
+
+    got = await asyncio.gather(*(run(engine, i) for i in range(6)))
+    assert got == [await run(local, i) for i in range(6)]
+    bad = engine.fork(12345)  # no such parent: the fork fails in the actor
+    with pytest.raises(EngineInputError, match="12345"):
+        await engine.fill(bad, [5])
+    with pytest.raises(EngineInputError, match="context"):
+        async for _ in engine.generate(54321, greedy):
+            pass
+    engine.free(bad)
+    assert (await run(engine, 0)) == got[0]
     engine.check_integrity()
 
 
