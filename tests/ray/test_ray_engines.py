@@ -99,6 +99,20 @@ async def test_two_engines_on_two_nodes(engines):
     assert all(e.is_alive and e.stats().num_blocks > 0 for e in engines)
 
 
+async def test_engines_per_node_pins_engines_node_by_node(cluster, tiny_config):
+    from parrot.engine.ray_placement import engine_options
+
+    options = engine_options(tiny_config, 2, engines_per_node=1)
+    nodes = [o["scheduling_strategy"].node_id for o in options]
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert nodes == alive and all(o["num_cpus"] == 1.0 for o in options)
+    with pytest.raises(ValueError, match="need 3 nodes with room; the cluster has 2"):
+        engine_options(tiny_config, 3, engines_per_node=1)
+    with pytest.raises(ValueError, match="the cluster has 0"):  # 2 engines of 1 CPU per node
+        engine_options(tiny_config, 2, engines_per_node=2)
+    assert all(o["scheduling_strategy"] == "SPREAD" for o in engine_options(tiny_config, 2))
+
+
 async def test_chain_and_map_reduce_give_what_the_in_process_engine_gives(engines, local):
     for program, want in ((chain(), "v2"), (map_reduce(), "final")):
         _, on_ray, _ = await run_program(engines, program, want)
