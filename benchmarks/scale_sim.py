@@ -33,7 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from parrot.bench.manager_runtime import LoopClock, ManagerRuntime
+from parrot.bench.manager_runtime import ManagerRuntime
+from parrot.bench.runtime import Clock
 from parrot.bench.sim_engine import SimEngine, StepCost
 from parrot.bench.virtual_loop import run_virtual
 from parrot.bench.workloads import WORKLOADS
@@ -90,7 +91,7 @@ async def run_one(name: str, sizes: dict, smoke: bool, engines: list[SimEngine],
     copies = int(sizes.pop("copies", 1))
     workload = WORKLOADS[name](smoke=smoke, overrides=sizes)
     manager = Manager(engines, placement=policy, sweep_interval=3600.0)
-    runtime = ManagerRuntime(manager, LoopClock())
+    runtime = ManagerRuntime(manager, Clock(asyncio.get_running_loop().time))
     await asyncio.gather(*(workload.run(runtime, f"sim{i}") for i in range(copies)))
     makespan = runtime.clock.now()
     manager.check_integrity()

@@ -3,39 +3,23 @@
 Same program as `parrot_runtime.py` (every call submitted at once, so the manager sees the
 whole graph; values streamed with a LATENCY objective), for simulations over
 `sim_engine.SimEngine`s where the server and the network are not what is measured. The
-clock is the event loop's (`virtual_loop.py` makes it virtual).
+clock reads the event loop's time (`virtual_loop.py` makes it virtual).
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from parrot.bench.runtime import Sample, single_output
+from parrot.bench.runtime import Clock, Sample, single_output
 from parrot.manager import Manager
 from parrot.program import SemanticFunction, SemanticVariable
 from parrot.protocol.criteria import Criteria
 
 
-class LoopClock:
-    """Seconds since it was made, on the running loop's clock."""
-
-    def __init__(self) -> None:
-        self.t0 = asyncio.get_running_loop().time()
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() - self.t0
-
-    async def sleep_until(self, offset: float) -> None:
-        delay = offset - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
 class ManagerApp:
-    def __init__(self, manager: Manager, session: Any, clock: LoopClock,
+    def __init__(self, manager: Manager, session: Any, clock: Clock,
                  samples: list[Sample]) -> None:
         self.manager, self.session = manager, session
         self.clock, self.samples = clock, samples
@@ -80,7 +64,7 @@ class ManagerApp:
 class ManagerRuntime:
     mode = "parrot-in-process"
 
-    def __init__(self, manager: Manager, clock: LoopClock) -> None:
+    def __init__(self, manager: Manager, clock: Clock) -> None:
         self.manager = manager
         self.clock = clock
         self.samples: list[Sample] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from parrot.program import SemanticFunction
 from parrot.protocol.criteria import Criteria
@@ -48,13 +48,15 @@ class Sample(NamedTuple):
 
 
 class Clock:
-    """Seconds since the run started; shared by every app of one run."""
+    """Seconds since the run started; shared by every app of one run. `source` is the time
+    it reads (wall time; a simulation passes its event loop's virtual `loop.time`)."""
 
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
+    def __init__(self, source: Callable[[], float] = time.perf_counter) -> None:
+        self.source = source
+        self.t0 = source()
 
     def now(self) -> float:
-        return time.perf_counter() - self.t0
+        return self.source() - self.t0
 
     async def sleep_until(self, offset: float) -> None:
         delay = offset - self.now()

@@ -30,6 +30,7 @@ from typing import Any
 
 from parrot.bench.sim_request import SimContext, SimRequest
 from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams, Usage
+from parrot.engine.stats import EngineStats
 from parrot.engine.status import ContextStatus, EngineStatus
 from parrot.engine.step_cost import StepFeatures
 
@@ -56,16 +57,11 @@ class StepCost:
 
 
 @dataclass
-class SimStats:
-    num_prefill_tokens: int = 0  # computed (the measure of placement)
-    num_cached_tokens: int = 0  # prompt tokens served from a fork or the prefix cache
-    num_decode_tokens: int = 0
-    num_steps: int = 0
+class SimStats(EngineStats):
+    """The engine's counters (prefill tokens computed: the measure of placement; cached
+    tokens: served from a fork or the prefix cache), plus the simulated time it was busy."""
+
     busy_s: float = 0.0
-    num_running: int = 0
-    num_waiting: int = 0
-    num_blocks: int = 0  # KV pool size, read by the app prefixes' share limit
-    block_size: int = BLOCK
 
 
 @dataclass
@@ -85,7 +81,7 @@ class SimEngine:
         self.is_alive, self.error = True, None
         self.cost = cost or StepCost()
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
-        self.counters = SimStats(num_blocks=kv_tokens // BLOCK)
+        self.counters = SimStats(num_blocks=kv_tokens // BLOCK, block_size=BLOCK)
         self.step_observers: list = []
         self.live: dict[int, SimContext] = {}
         self.cache: OrderedDict[int, None] = OrderedDict()  # block key -> (LRU order)

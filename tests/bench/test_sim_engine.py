@@ -13,21 +13,9 @@ from parrot.bench.sim_engine import SimEngine, StepCost
 from parrot.bench.virtual_loop import run_virtual
 from parrot.engine.sampling_params import SamplingParams
 from parrot.engine.step_cost import StepFeatures
+from tests.manager.fake_engine import CharTokenizer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scale_sim.py"
-
-
-class Chars:
-    """One character, one token."""
-
-    def encode(self, text, add_special_tokens=False):
-        return [ord(c) for c in text]
-
-    def decode(self, ids):
-        return "".join(map(chr, ids))
-
-    def __len__(self):
-        return 0x110000  # every code point
 
 
 async def generate(engine, tokens, n):
@@ -40,7 +28,7 @@ async def generate(engine, tokens, n):
 
 def test_requests_run_together_in_steps_of_the_models_cost():
     cost = StepCost(0.01, 0.001, 0.002, 1e-5)
-    engine = SimEngine(Chars(), cost=cost)
+    engine = SimEngine(CharTokenizer(), cost=cost)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -58,7 +46,7 @@ def test_requests_run_together_in_steps_of_the_models_cost():
 
 
 def test_the_prefix_cache_is_per_engine_and_block_grained():
-    a, b = SimEngine(Chars()), SimEngine(Chars())
+    a, b = SimEngine(CharTokenizer()), SimEngine(CharTokenizer())
     prompt = list(range(1000, 1070))  # 4 full blocks and 6 tokens
 
     async def main():

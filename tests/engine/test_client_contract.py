@@ -11,7 +11,7 @@ from parrot.bench.sim_engine import SimEngine
 from parrot.engine.client import EngineClient
 from parrot.engine.local_engine import LocalEngine
 from parrot.engine.ray_engine import RayEngine
-from tests.manager.fake_engine import FakeEngine
+from tests.manager.fake_engine import CharTokenizer, FakeEngine
 
 METHODS = {name: member for name, member in vars(EngineClient).items()
            if not name.startswith("_") and callable(member)}
@@ -39,17 +39,7 @@ def test_every_client_has_the_contracts_methods_with_its_parameters(cls):
 
 
 def test_the_simulated_and_fake_engines_are_engine_clients():
-    class Chars:
-        def encode(self, text, add_special_tokens=False):
-            return [ord(c) for c in text]
-
-        def decode(self, ids):
-            return "".join(map(chr, ids))
-
-        def __len__(self):
-            return 0x110000
-
-    sim = SimEngine(Chars())
+    sim = SimEngine(CharTokenizer())
     for engine in (sim, FakeEngine()):
         for name in ["name", "tokenizer", "model_name", "max_model_len", "vocab_size",
                      *PROPERTIES]:
