@@ -36,6 +36,17 @@ class EngineInputError(ValueError):
     """A request the engine can never serve (too long for the model or the pool)."""
 
 
+def compile_constraint(grammars: GrammarCompiler, sampling: SamplingParams):
+    """A matcher for `sampling`'s constraint from `grammars` (None without one);
+    EngineInputError naming what is wrong with an invalid one."""
+    if sampling.constraint is None:
+        return None
+    try:
+        return grammars.matcher(sampling.constraint)
+    except ConstraintError as e:
+        raise EngineInputError(str(e)) from None
+
+
 class Engine:
     def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None,
                  runner: ModelRunner | None = None):
@@ -170,12 +181,7 @@ class Engine:
     def compile(self, sampling: SamplingParams):
         """A matcher for `sampling`'s constraint (None without one); EngineInputError naming
         what is wrong with an invalid one. Compiled once per constraint, then cached."""
-        if sampling.constraint is None:
-            return None
-        try:
-            return self.grammars.matcher(sampling.constraint)
-        except ConstraintError as e:
-            raise EngineInputError(str(e)) from None
+        return compile_constraint(self.grammars, sampling)
 
     def _check_room(self, ctx: Context, num_new: int, max_tokens: int) -> None:
         if ctx.is_freed:

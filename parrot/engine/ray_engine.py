@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from parrot.engine.config import EngineConfig
-from parrot.engine.engine import EngineInputError
+from parrot.engine.engine import EngineInputError, compile_constraint
 from parrot.engine.engine_actor import EngineActor, Failure
-from parrot.engine.grammar import ConstraintError, GrammarCompiler
+from parrot.engine.grammar import GrammarCompiler
 from parrot.engine.client import EngineLost
 from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams
 from parrot.engine.stats import EngineStats
@@ -134,12 +134,7 @@ class RayEngine:
 
     # -- checks and views ----------------------------------------------------------------
     def compile(self, sampling: SamplingParams) -> object:
-        if sampling.constraint is None:
-            return None
-        try:
-            return self._grammars.matcher(sampling.constraint)
-        except ConstraintError as e:
-            raise EngineInputError(str(e)) from None
+        return compile_constraint(self._grammars, sampling)
 
     def stats(self) -> EngineStats:
         return self._stats

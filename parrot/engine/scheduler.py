@@ -128,9 +128,10 @@ class Scheduler:
     def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
-            members = self._group_members(req)
-            if len(members) > 1:
-                if not self._make_room(self._blocks_for_all(members)):
+            group = self._admissible_group(req)
+            if group is not None:
+                members, need = group
+                if not self._make_room(need):
                     return
                 for member in members:
                     self.waiting.remove(member)
@@ -158,15 +159,18 @@ class Scheduler:
         elif req.ctx.num_pending == 0:  # a fill found entirely in the prefix cache
             plan.done.append(req)
 
-    def _group_members(self, req: Request) -> list[Request]:
-        """`req` and the other waiting requests of its task group, if they can all run now
-        (else just `req`: a group too large for the sequence limit or the pool goes one by one)."""
+    def _admissible_group(self, req: Request) -> tuple[list[Request], int] | None:
+        """The waiting members of `req`'s task group and the blocks they need together, if
+        they can ever run together; None without a group, or for a group too large for the
+        sequence limit or the pool (its members then go one by one)."""
         if req.group is None:
-            return [req]
+            return None
         members = [r for r in self.waiting if r.group == req.group]
-        fits = (len(self.running) + len(members) <= self.config.max_num_seqs
-                and self._blocks_for_all(members) <= self.tree.blocks.num_blocks)
-        return members if fits else [req]
+        need = self._blocks_for_all(members)
+        if (len(members) < 2 or len(self.running) + len(members) > self.config.max_num_seqs
+                or need > self.tree.blocks.num_blocks):
+            return None
+        return members, need
 
     def _blocks_for_all(self, members: list[Request]) -> int:
         """Blocks for every member's whole pending prompt, and the next decodes' blocks."""
