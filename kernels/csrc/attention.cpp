@@ -40,19 +40,48 @@ struct State {
   float* sum;  // [g]
 };
 
-// Scores of `n` keys for the G query rows (q pre-scaled, fp32 [G, D]). G is a template
-// parameter so the G accumulators live in registers.
+// Horizontal sums of U accumulators (U = 1, 2 or 4) into out[0:U]: one reduction tree for
+// all of them (a hsum per score cost as much as the score's FMAs).
+template <int U>
+static inline void hsum_n(const __m256* a, float* out) {
+  if constexpr (U == 4) {
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  } else if constexpr (U == 2) {
+    __m256 h = _mm256_hadd_ps(a[0], a[1]);  // [a0 01, a0 23, a1 01, a1 23 | same for 4..7]
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_hadd_ps(s, s);
+    _mm_storel_pi(reinterpret_cast<__m64*>(out), s);
+  } else {
+    out[0] = hsum(a[0]);
+  }
+}
+
+// Scores of `n` keys for the G query rows (q pre-scaled, fp32 [G, D]), U keys at a time:
+// U * G independent accumulators (in registers: G is a template parameter) hide the FMA
+// latency, and each converted key serves all G rows.
+template <int G, int U>
+void score_keys(int64_t D, const float* q, const uint16_t* const* keys, float* out /*[G, CHUNK]*/) {
+  __m256 a[G][U];
+  for (int j = 0; j < G; ++j)
+    for (int u = 0; u < U; ++u) a[j][u] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < D; c += 8) {
+    __m256 k[U];
+    for (int u = 0; u < U; ++u) k[u] = load_bf16(keys[u] + c);
+    for (int j = 0; j < G; ++j) {
+      __m256 qv = _mm256_loadu_ps(q + j * D + c);
+      for (int u = 0; u < U; ++u) a[j][u] = _mm256_fmadd_ps(qv, k[u], a[j][u]);
+    }
+  }
+  for (int j = 0; j < G; ++j) hsum_n<U>(a[j], out + j * CHUNK);
+}
+
 template <int G>
 void score(int64_t D, const float* q, const uint16_t* const* keys, int n, float* out /*[G, CHUNK]*/) {
-  for (int i = 0; i < n; ++i) {
-    __m256 a[G];
-    for (int j = 0; j < G; ++j) a[j] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < D; c += 8) {
-      __m256 k = load_bf16(keys[i] + c);
-      for (int j = 0; j < G; ++j) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * D + c), k, a[j]);
-    }
-    for (int j = 0; j < G; ++j) out[j * CHUNK + i] = hsum(a[j]);
-  }
+  constexpr int U = G <= 3 ? 4 : G <= 6 ? 2 : 1;  // U * G + U + 1 <= 16 registers
+  int i = 0;
+  for (; i + U <= n; i += U) score_keys<G, U>(D, q, keys + i, out + i);
+  for (; i < n; ++i) score_keys<G, 1>(D, q, keys + i, out + i);
 }
 
 // Online softmax update with one chunk of scores, then acc += p @ V.
@@ -61,13 +90,15 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
   alignas(32) float p[G][CHUNK];
   for (int j = 0; j < G; ++j) {
     float* sj = scores + j * CHUNK;
-    float m = st.max[j];
-    for (int i = 0; i < n; ++i) m = (sj[i] > m || sj[i] != sj[i]) ? sj[i] : m;  // NaN propagates
-    float rescale = st.max[j] == NEG_INF ? 0.0f : std::exp(st.max[j] - m);
     for (int i = n; i < CHUNK; ++i) sj[i] = NEG_INF;
+    __m256 s0 = _mm256_loadu_ps(sj), s1 = _mm256_loadu_ps(sj + 8);
+    __m256 nan = _mm256_or_ps(_mm256_cmp_ps(s0, s0, _CMP_UNORD_Q), _mm256_cmp_ps(s1, s1, _CMP_UNORD_Q));
+    float m = _mm256_movemask_ps(nan) ? std::numeric_limits<float>::quiet_NaN()  // NaN propagates
+                                      : std::max(st.max[j], hmax(_mm256_max_ps(s0, s1)));
+    float rescale = st.max[j] == NEG_INF ? 0.0f : std::exp(st.max[j] - m);
     __m256 mv = _mm256_set1_ps(m);
-    __m256 p0 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sj), mv));
-    __m256 p1 = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sj + 8), mv));
+    __m256 p0 = exp_ps(_mm256_sub_ps(s0, mv));
+    __m256 p1 = exp_ps(_mm256_sub_ps(s1, mv));
     _mm256_store_ps(p[j], p0);
     _mm256_store_ps(p[j] + 8, p1);
     st.sum[j] = st.sum[j] * rescale + hsum(_mm256_add_ps(p0, p1));
@@ -77,29 +108,40 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
       for (int64_t c = 0; c < D; c += 8) _mm256_storeu_ps(st.acc + j * D + c, _mm256_mul_ps(r, _mm256_loadu_ps(st.acc + j * D + c)));
     }
   }
-  // Even and odd keys in separate accumulators where registers allow (G <= 4): one chain
-  // of n dependent FMAs per row would wait on the FMA latency.
-  constexpr int CHAINS = G <= 4 ? 2 : 1;
-  for (int64_t c = 0; c < D; c += 8) {
-    __m256 a[CHAINS][G];
-    for (int j = 0; j < G; ++j) {
-      a[0][j] = _mm256_loadu_ps(st.acc + j * D + c);
-      if constexpr (CHAINS == 2) a[CHAINS - 1][j] = _mm256_setzero_ps();
-    }
+  // 16 dims of every row at a time (2 * G accumulators), and even and odd keys in separate
+  // accumulators where registers allow (G <= 3): each broadcast weight serves 16 lanes,
+  // and no chain of n dependent FMAs waits on the FMA latency.
+  constexpr int CHAINS = G <= 3 ? 2 : 1;
+  for (int64_t c = 0; c < D; c += 16) {
+    __m256 a[CHAINS][G][2];
+    for (int j = 0; j < G; ++j)
+      for (int h = 0; h < 2; ++h) {
+        a[0][j][h] = _mm256_loadu_ps(st.acc + j * D + c + 8 * h);
+        if constexpr (CHAINS == 2) a[CHAINS - 1][j][h] = _mm256_setzero_ps();
+      }
     int i = 0;
     for (; i + CHAINS <= n; i += CHAINS)
       for (int u = 0; u < CHAINS; ++u) {
-        __m256 v = load_bf16(values[i + u] + c);
-        for (int j = 0; j < G; ++j) a[u][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&p[j][i + u]), v, a[u][j]);
+        __m256 v0 = load_bf16(values[i + u] + c), v1 = load_bf16(values[i + u] + c + 8);
+        for (int j = 0; j < G; ++j) {
+          __m256 w = _mm256_broadcast_ss(&p[j][i + u]);
+          a[u][j][0] = _mm256_fmadd_ps(w, v0, a[u][j][0]);
+          a[u][j][1] = _mm256_fmadd_ps(w, v1, a[u][j][1]);
+        }
       }
     for (; i < n; ++i) {
-      __m256 v = load_bf16(values[i] + c);
-      for (int j = 0; j < G; ++j) a[0][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(&p[j][i]), v, a[0][j]);
+      __m256 v0 = load_bf16(values[i] + c), v1 = load_bf16(values[i] + c + 8);
+      for (int j = 0; j < G; ++j) {
+        __m256 w = _mm256_broadcast_ss(&p[j][i]);
+        a[0][j][0] = _mm256_fmadd_ps(w, v0, a[0][j][0]);
+        a[0][j][1] = _mm256_fmadd_ps(w, v1, a[0][j][1]);
+      }
     }
-    for (int j = 0; j < G; ++j) {
-      __m256 sum = CHAINS == 2 ? _mm256_add_ps(a[0][j], a[CHAINS - 1][j]) : a[0][j];
-      _mm256_storeu_ps(st.acc + j * D + c, sum);
-    }
+    for (int j = 0; j < G; ++j)
+      for (int h = 0; h < 2; ++h) {
+        __m256 sum = CHAINS == 2 ? _mm256_add_ps(a[0][j][h], a[CHAINS - 1][j][h]) : a[0][j][h];
+        _mm256_storeu_ps(st.acc + j * D + c + 8 * h, sum);
+      }
   }
 }
 
@@ -187,12 +229,14 @@ void attend_range(const Problem& pb, int64_t b, const T* q_seq, int64_t t0, int6
     // The next chunk's rows are fetched while this one computes: block tables scatter
     // them, so the hardware prefetcher cannot guess them.
     int next = t + CHUNK < t1 ? rows_at(t + CHUNK, next_slots) : 0;
-    for (int i = 0; i < next; ++i)
-      for (int64_t byte = 0; byte < row_stride * 2; byte += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(pb.k + next_slots[i]) + byte, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(pb.v + next_slots[i]) + byte, _MM_HINT_T0);
-      }
     for (int64_t r = 0; r < pb.R; ++r) {
+      // a share of them before each row group: a burst of every prefetch at once fills
+      // the core's miss buffers and stalls it until they land
+      for (int i = r * next / pb.R; i < (r + 1) * next / pb.R; ++i)
+        for (int64_t byte = 0; byte < row_stride * 2; byte += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(pb.k + next_slots[i]) + byte, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(pb.v + next_slots[i]) + byte, _MM_HINT_T0);
+        }
       int64_t head = r * G / heads_per_kv;
       for (int i = 0; i < n; ++i) keys[i] = pb.k + slots[i] + head * D, values[i] = pb.v + slots[i] + head * D;
       score<G>(D, q + r * G * D, keys, n, scores);
@@ -253,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor> paged_decode_attention(
   check_paged_inputs(q_in, k_cache, v_cache);
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && kv_lens.scalar_type() == at::kInt, "int32 tables");
   const int64_t B = q_in.size(0), Hq = q_in.size(1), D = q_in.size(2), Hkv = k_cache.size(2);
-  TORCH_CHECK(D % 8 == 0 && D <= MAX_DIM, "unsupported head shape");
+  TORCH_CHECK(D % 16 == 0 && D <= MAX_DIM, "unsupported head shape: head_dim must be a multiple of 16, <= 256");
   at::Tensor q = q_in.contiguous(), tables = block_tables.contiguous(), lens = kv_lens.contiguous();
   TORCH_CHECK(lens.numel() == B && tables.size(0) == B && B >= 1, "one block table and kv_len per sequence");
   const int64_t G = rows_per_group(Hq / Hkv), R = Hq / G;

@@ -1,5 +1,7 @@
 // The outer-product micro-kernel shared by the linear and the prefill attention (AVX2):
 // out[r, 0:16] (+)= sum_k x[r, k] * w[k, 0:16] for R <= 6 rows, w in bf16 or fp32.
+// `prefetch` (optional): memory the caller reads next, `prefetch_step` bytes of it touched
+// per k, so a compute-bound pass pulls the next weights in while it runs.
 #pragma once
 
 #include "vec.h"
@@ -14,7 +16,8 @@ static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 #define PARROT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 template <int R, bool ACCUMULATE, typename W>
-void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out, int64_t ldo) {
+void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out, int64_t ldo,
+               const char* prefetch = nullptr, int64_t prefetch_step = 0) {
 #define DECL(r)                                                                                   \
   __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();                            \
   if constexpr (ACCUMULATE && R > r) {                                                            \
@@ -23,6 +26,7 @@ void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, 
   PARROT_ROWS(DECL)
 #undef DECL
   for (int64_t k = 0; k < K; ++k) {
+    if (prefetch) _mm_prefetch(prefetch + k * prefetch_step, _MM_HINT_T0);
     __m256 b0 = load8(w + k * ldw), b1 = load8(w + k * ldw + 8);
 #define STEP(r)                                                \
     if constexpr (R > r) {                                     \
@@ -42,20 +46,21 @@ void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, 
 #undef STORE
 }
 
-// Any number of rows, in tiles of <= 6.
+// Any number of rows, in tiles of <= 6; the last tile's pass prefetches `prefetch`.
 template <bool ACCUMULATE, typename W>
 void gemm_rows(int64_t rows, const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out,
-               int64_t ldo) {
+               int64_t ldo, const char* prefetch = nullptr, int64_t prefetch_step = 0) {
   for (int64_t r = 0; r < rows; r += 6) {
     const float* xr = x + r * ldx;
     float* o = out + r * ldo;
+    const char* pf = r + 6 >= rows ? prefetch : nullptr;
     switch (std::min<int64_t>(6, rows - r)) {
-      case 1: gemm_tile<1, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
-      case 2: gemm_tile<2, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
-      case 3: gemm_tile<3, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
-      case 4: gemm_tile<4, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
-      case 5: gemm_tile<5, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
-      default: gemm_tile<6, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo); break;
+      case 1: gemm_tile<1, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 2: gemm_tile<2, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 3: gemm_tile<3, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 4: gemm_tile<4, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 5: gemm_tile<5, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      default: gemm_tile<6, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
     }
   }
 }

@@ -20,11 +20,15 @@ constexpr int64_t M_CHUNK = 96;  // rows per pass over the weight (keeps x's chu
 
 // One row (decode at batch 1): memory-bound, so four independent accumulator pairs keep
 // enough loads in flight (one pair would wait on the FMA latency every k).
-void tile_row(const float* x, const uint16_t* w, int64_t K, float* out) {
+void tile_row(const float* x, const uint16_t* w, int64_t K, float* out, const uint16_t* next) {
   __m256 c[8];
   for (auto& v : c) v = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 4 <= K; k += 4) {
+    if (next) {  // two cache lines of the next block per four k
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * NB), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(next + (k + 2) * NB), _MM_HINT_T0);
+    }
     for (int u = 0; u < 4; ++u) {
       __m256 a = _mm256_broadcast_ss(x + k + u);
       c[2 * u] = _mm256_fmadd_ps(a, load_bf16(w + (k + u) * NB), c[2 * u]);
@@ -40,24 +44,29 @@ void tile_row(const float* x, const uint16_t* w, int64_t K, float* out) {
   _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(c[1], c[3]), _mm256_add_ps(c[5], c[7])));
 }
 
-void run_tile(int rows, const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo) {
+// `next`: the weights of the thread's next block, prefetched during the last pass over
+// this one (with several row tiles, the later passes compute from cache while the
+// memory would idle).
+void run_tile(int rows, const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo,
+              const uint16_t* next) {
   switch (rows) {
-    case 1: return tile_row(x, w, K, out);
-    default: return gemm_rows<false>(rows, x, ldx, w, NB, K, out, ldo);
+    case 1: return tile_row(x, w, K, out, next);
+    default: return gemm_rows<false>(rows, x, ldx, w, NB, K, out, ldo,
+                                     reinterpret_cast<const char*>(next), NB * sizeof(uint16_t));
   }
 }
 
 // One block of 16 output channels for rows [m0, m1): fp32 tile results, then bias and
 // the rounding to the output dtype.
 template <typename T>
-void block(const float* x, int64_t K, const uint16_t* w, const float* bias, int64_t n0, int64_t N,
-           int64_t m0, int64_t m1, T* y) {
+void block(const float* x, int64_t K, const uint16_t* w, const uint16_t* next, const float* bias, int64_t n0,
+           int64_t N, int64_t m0, int64_t m1, T* y) {
   alignas(32) float acc[MR * NB];
   int64_t width = std::min(NB, N - n0);
   int64_t num_tiles = (m1 - m0 + MR - 1) / MR, tile_rows = (m1 - m0 + num_tiles - 1) / num_tiles;
   for (int64_t m = m0; m < m1; m += tile_rows) {  // equal tiles: 8 rows run as 4 + 4, not 6 + 2
     int rows = static_cast<int>(std::min(tile_rows, m1 - m));
-    run_tile(rows, x + m * K, K, w, K, acc, NB);
+    run_tile(rows, x + m * K, K, w, K, acc, NB, m + tile_rows >= m1 ? next : nullptr);
     for (int r = 0; r < rows; ++r) {
       T* dst = y + (m + r) * N + n0;
       for (int64_t j = 0; j < width; ++j) {
@@ -98,8 +107,9 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const uint16_t* w = wp + b * K * NB;
-        if (y.scalar_type() == at::kFloat) block(xp, K, w, bp, b * NB, N, m0, m1, y.data_ptr<float>());
-        else block(xp, K, w, bp, b * NB, N, m0, m1, y.data_ptr<c10::BFloat16>());
+        const uint16_t* next = b + 1 < b1 ? w + K * NB : nullptr;
+        if (y.scalar_type() == at::kFloat) block(xp, K, w, next, bp, b * NB, N, m0, m1, y.data_ptr<float>());
+        else block(xp, K, w, next, bp, b * NB, N, m0, m1, y.data_ptr<c10::BFloat16>());
       }
     });
   }
