@@ -9,6 +9,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "gemm_tile.h"
 
 namespace parrot {
@@ -95,11 +97,25 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
   TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.is_contiguous(), "packed weight must be contiguous bf16");
   int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
   TORCH_CHECK(packed.size(1) == K && blocks * NB >= N && (blocks - 1) * NB < N, "packed weight does not match x / N");
-  at::Tensor xf = x.to(at::kFloat).contiguous();
+  // x in fp32 for the tiles: a bf16 x is widened here (a torch conversion per call cost
+  // more in dispatch than its work at decode sizes)
+  thread_local std::vector<float> widened;
+  at::Tensor xf;
+  const float* xp;
+  if (x.scalar_type() == at::kBFloat16 && x.is_contiguous()) {
+    widened.resize(M * K);
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(x.data_ptr());
+    int64_t e = 0;
+    for (; e + 8 <= M * K; e += 8) _mm256_storeu_ps(widened.data() + e, load_bf16(src + e));
+    for (; e < M * K; ++e) widened[e] = bf16_to_float(src[e]);
+    xp = widened.data();
+  } else {
+    xf = x.to(at::kFloat).contiguous();
+    xp = xf.data_ptr<float>();
+  }
   at::Tensor bf;
   if (bias.has_value()) bf = bias->to(at::kFloat).contiguous();
   at::Tensor y = at::empty({M, N}, x.options());
-  const float* xp = xf.data_ptr<float>();
   const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr());
   for (int64_t m0 = 0; m0 < M; m0 += M_CHUNK) {
