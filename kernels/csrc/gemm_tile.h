@@ -1,5 +1,6 @@
 // The outer-product micro-kernel shared by the linear and the prefill attention (AVX2):
-// out[r, 0:16] (+)= sum_k x[r, k] * w[k, 0:16] for R <= 6 rows, w in bf16 or fp32.
+// out[r, 0:16] (+)= sum_k x[r, k] * w[k, 0:16] for R <= 6 rows, w in fp32 or in bf16 (rows
+// of 16 stored in kUnpackOrder).
 // `prefetch` (optional): memory the caller reads next, `prefetch_step` bytes of it touched
 // per k, so a compute-bound pass pulls the next weights in while it runs.
 #pragma once
@@ -8,8 +9,11 @@
 
 namespace parrot {
 
-static inline __m256 load8(const uint16_t* p) { return load_bf16(p); }
-static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+// w[k, 0:16] as two fp32 vectors; bf16 rows are stored in kUnpackOrder (see linear.cpp).
+static inline void load16(const uint16_t* p, __m256& b0, __m256& b1) { load_bf16x16(p, b0, b1); }
+static inline void load16(const float* p, __m256& b0, __m256& b1) {
+  b0 = _mm256_loadu_ps(p), b1 = _mm256_loadu_ps(p + 8);
+}
 
 // Accumulators as named locals: an array of them is kept on the stack by gcc, and the
 // stores then bound the loop. c<r>0 / c<r>1 hold row r's 16 outputs.
@@ -27,7 +31,8 @@ void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, 
 #undef DECL
   for (int64_t k = 0; k < K; ++k) {
     if (prefetch) _mm_prefetch(prefetch + k * prefetch_step, _MM_HINT_T0);
-    __m256 b0 = load8(w + k * ldw), b1 = load8(w + k * ldw + 8);
+    __m256 b0, b1;
+    load16(w + k * ldw, b0, b1);
 #define STEP(r)                                                \
     if constexpr (R > r) {                                     \
       __m256 a = _mm256_broadcast_ss(x + r * ldx + k);         \

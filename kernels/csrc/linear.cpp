@@ -1,9 +1,10 @@
 // bf16-weight linear for AVX2 CPUs (no AVX-512-BF16, no AMX): y = x @ W^T (+ bias).
 //
 // The weight is prepacked once as [ceil(N / 16), K, 16] bf16: for each block of 16 output
-// channels, the 16 weights of input k are contiguous, so the micro-kernel is an outer
-// product (a broadcast of x[m, k] times 16 weights) with no horizontal sums. bf16 -> fp32
-// is a 16-bit shift; accumulation is fp32; the output is rounded to x's dtype once.
+// channels, the 16 weights of input k are contiguous (in kUnpackOrder, so one load and two
+// unpacks widen them to fp32), and the micro-kernel is an outer product (a broadcast of
+// x[m, k] times 16 weights) with no horizontal sums. Accumulation is fp32; the output is
+// rounded to x's dtype once.
 // Rows are taken in tiles of 6 (12 accumulators), output blocks are split over threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -32,15 +33,17 @@ void tile_row(const float* x, const uint16_t* w, int64_t K, float* out, const ui
       _mm_prefetch(reinterpret_cast<const char*>(next + (k + 2) * NB), _MM_HINT_T0);
     }
     for (int u = 0; u < 4; ++u) {
-      __m256 a = _mm256_broadcast_ss(x + k + u);
-      c[2 * u] = _mm256_fmadd_ps(a, load_bf16(w + (k + u) * NB), c[2 * u]);
-      c[2 * u + 1] = _mm256_fmadd_ps(a, load_bf16(w + (k + u) * NB + 8), c[2 * u + 1]);
+      __m256 a = _mm256_broadcast_ss(x + k + u), b0, b1;
+      load_bf16x16(w + (k + u) * NB, b0, b1);
+      c[2 * u] = _mm256_fmadd_ps(a, b0, c[2 * u]);
+      c[2 * u + 1] = _mm256_fmadd_ps(a, b1, c[2 * u + 1]);
     }
   }
   for (; k < K; ++k) {
-    __m256 a = _mm256_broadcast_ss(x + k);
-    c[0] = _mm256_fmadd_ps(a, load_bf16(w + k * NB), c[0]);
-    c[1] = _mm256_fmadd_ps(a, load_bf16(w + k * NB + 8), c[1]);
+    __m256 a = _mm256_broadcast_ss(x + k), b0, b1;
+    load_bf16x16(w + k * NB, b0, b1);
+    c[0] = _mm256_fmadd_ps(a, b0, c[0]);
+    c[1] = _mm256_fmadd_ps(a, b1, c[1]);
   }
   _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[4], c[6])));
   _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(c[1], c[3]), _mm256_add_ps(c[5], c[7])));
@@ -87,7 +90,8 @@ at::Tensor pack_linear_weight(const at::Tensor& weight) {
   int64_t N = weight.size(0), K = weight.size(1), blocks = (N + NB - 1) / NB;
   at::Tensor padded = at::zeros({blocks * NB, K}, weight.options());
   padded.narrow(0, 0, N).copy_(weight);
-  return padded.view({blocks, NB, K}).transpose(1, 2).contiguous();  // [blocks, K, 16]
+  at::Tensor order = at::tensor(std::vector<int64_t>(kUnpackOrder, kUnpackOrder + NB));
+  return padded.view({blocks, NB, K}).index_select(1, order).transpose(1, 2).contiguous();  // [blocks, K, 16]
 }
 
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,

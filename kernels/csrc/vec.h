@@ -12,6 +12,17 @@ static inline __m256 load_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
+// 16 bf16 stored in "unpack order" -> two fp32 vectors: one 32-byte load and one unpack
+// with zeros each (no widening and shifting). The vectors hold stored words [0-3, 8-11]
+// and [4-7, 12-15]: data stored with kUnpackOrder reads back in its natural order.
+static inline void load_bf16x16(const uint16_t* p, __m256& lo, __m256& hi) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), zero = _mm256_setzero_si256();
+  lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, raw));
+  hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, raw));
+}
+// Stored word w holds element kUnpackOrder[w] (the permutation is its own inverse).
+constexpr int kUnpackOrder[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
 // 8 fp32 -> 8 bf16, round to nearest even (as torch's conversion; NaN stays NaN).
 static inline __m128i to_bf16(__m256 v) {
   __m256i x = _mm256_castps_si256(v);
