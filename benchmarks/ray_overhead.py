@@ -10,6 +10,10 @@ machine; the Ray one is an `EngineActor` on a local Ray instance, driven through
    `--prompt` random prompt tokens: decode ms per token (wall time / tokens) each way, and the
    Ray / in-process ratio (goal: within 5% at batch 32).
 3. Ray itself: import time, `ray.init` time, and the actor process's resident memory.
+4. Ray's floor on this machine, with no engine work: the round trip of an empty async actor
+   call, and what Parrot's per-call path is made of, one call that puts an item on an open
+   Ray stream and that item's arrival (`Echo`); the per-call overhead of (1) cannot go below
+   the latter.
 
 Run: .venv/bin/python benchmarks/ray_overhead.py [--model DIR] [--batch 1 32] [--tokens 64]
 (default model: the embedded SmolLM2, bf16). It needs `pip install 'parrot-serve[ray]'`.
@@ -83,6 +87,44 @@ async def measure(engine, args: argparse.Namespace) -> dict:
     return out
 
 
+class Echo:
+    """An empty async actor: Ray's own per-call cost, nothing of Parrot's."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def ping(self) -> None:
+        return None
+
+    async def put(self, item: int) -> None:
+        self.queue.put_nowait(item)
+
+    async def events(self):
+        while True:
+            yield await self.queue.get()
+
+
+async def ray_floor_ms(calls: int) -> dict:
+    """Mean ms of an empty actor call's round trip, and of a call that puts an item on an open
+    stream until the item arrives (Parrot's submit + event, with no engine behind it)."""
+    import ray
+
+    echo = ray.remote(Echo).options(num_cpus=0, max_concurrency=1000).remote()
+    await echo.ping.remote()
+    start = time.perf_counter()
+    for _ in range(calls):
+        await echo.ping.remote()
+    ping_ms = (time.perf_counter() - start) / calls * 1000
+    stream = echo.events.remote()
+    start = time.perf_counter()
+    for i in range(calls):
+        echo.put.remote(i)
+        assert await (await stream.__anext__()) == i
+    item_ms = (time.perf_counter() - start) / calls * 1000
+    ray.kill(echo)
+    return {"ping_ms": ping_ms, "call_and_item_ms": item_ms}
+
+
 async def run_local(config: EngineConfig, args: argparse.Namespace) -> dict:
     engine = await Engine(config).start()
     try:
@@ -108,9 +150,11 @@ async def run_ray(config: EngineConfig, args: argparse.Namespace) -> tuple[dict,
         costs["actor_start_s"] = time.perf_counter() - start
         costs["actor_rss_mb"] = await _actor_rss_mb(engine)
         try:
-            return await measure(engine, args), costs
+            result = await measure(engine, args)
         finally:
             await engine.stop()
+        costs.update(await ray_floor_ms(args.calls * 4))
+        return result, costs
     finally:
         ray.shutdown()
 
@@ -137,6 +181,9 @@ def report(local: dict, remote: dict, costs: dict, args: argparse.Namespace) -> 
     print(f"ray: import {costs['import_s']:.2f} s, init {costs['init_s']:.2f} s, actor start "
           f"(model load included) {costs['actor_start_s']:.2f} s, actor RSS "
           f"{'?' if rss is None else f'{rss:.0f} MB'}")
+    print(f"ray's floor here (an empty actor, no engine): call round trip {costs['ping_ms']:.2f} ms, "
+          f"call + its item on an open stream {costs['call_and_item_ms']:.2f} ms "
+          f"(Parrot's per-call overhead above: {remote['call_ms'] - local['call_ms']:+.2f} ms)")
 
 
 async def main() -> None:
