@@ -48,11 +48,13 @@ class TorchAttentionBackend:
     # call costs ~0.1 ms, about the gather of ~2,000 tokens of KV; 32 sequences sharing
     # 32 tokens ran 0.84x plain with cascade, 64 tokens 0.98x, 128 tokens 1.10x.
     DEFAULT_LIMITS = CascadeLimits(min_saved_tokens=2048)
-    # With Parrot's CPU kernels nothing is gathered, so plain attention is cheaper and the
-    # break-even moves (2-core AVX2 EPYC, bf16, 32 decodes with 150 private tokens, one
-    # layer, cascade vs plain): 32 shared tokens 0.75x, 64 0.83x, 128 0.97x, 256 1.15x,
-    # 512 1.53x, 1,024 1.61x.
-    KERNEL_LIMITS = CascadeLimits(min_saved_tokens=4096)
+    # With Parrot's CPU kernels nothing is gathered, and plain decode attention reads a
+    # prefix its batch shares from cache after the first member, so the shared level (the
+    # prefill kernel over the group's queries) pays only for many members. Whole decode
+    # steps, SmolLM2 bf16, 2-core AVX2 EPYC, forks x shared tokens, plain / cascade:
+    # 8 x 700 0.85x, 16 x 1,000 0.93x, 16 x 4,000 0.95x, 32 x 512 0.98x, 24 x 2,000 1.04x,
+    # 32 x 1,024 1.08x, 32 x 2,000 1.13x (`parrot bench engine`'s shared-prefix step).
+    KERNEL_LIMITS = CascadeLimits(min_seqs=24, min_saved_tokens=30_000)
 
     def __init__(
         self,

@@ -32,7 +32,8 @@ class EngineConfig:
     enable_cascade: bool = True
     # A shared prefix is read once per group only where that saves >= this many token
     # reads per layer ((sharers - 1) * shared tokens); None: the attention backend's default
-    # (on CPU 4,096 with the CPU kernels, 2,048 eager, both measured; every shared block on CUDA).
+    # (on CPU 30,000 and >= 24 sharers with the CPU kernels, 2,048 eager, both measured; every
+    # shared block on CUDA).
     cascade_min_saved_tokens: int | None = None
     num_threads: int | None = None  # torch intra-op threads; None = all cores
     cache_dir: str | None = None  # where converted GGUF checkpoints go
