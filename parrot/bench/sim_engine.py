@@ -3,7 +3,7 @@
 `SimEngine` keeps the engine contract (`parrot/engine/client.py`) with no model behind it.
 Contexts hold token ids; requests run in steps, with continuous batching: each step runs
 every decoding sequence (one token each) plus prefill chunks up to the step's token budget
-(`max_num_batched_tokens`, 512 like `EngineConfig`), prefills in (priority, arrival) order;
+(`max_num_batched_tokens`, 512: the budget its step-time model was measured with), prefills in (priority, arrival) order;
 the step that finishes a prompt samples its first token. A step lasts what `StepCost`
 gives its features (`parrot/engine/step_cost.py`: fixed + per prefill token + per decode
 sequence + per KV token the decodes read), slept on the event loop: under

@@ -91,6 +91,27 @@ class ContextTree:
             hit += self.bs
         return hit
 
+    def pending_block_keys(self, ctx: Context, max_tokens: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(hash, tokens) of each full pending block `match_prefix` would look up (up to
+        `max_tokens` computed), adopting nothing; [] where ctx ends in a partial block."""
+        if ctx.num_computed != len(ctx.block_table) * self.bs:
+            return []
+        keys, prev = [], ctx.block_hashes[-1] if ctx.block_hashes else NO_HASH
+        for start in range(ctx.num_computed, max_tokens - self.bs + 1, self.bs):
+            tokens = tuple(ctx.token_ids[start:start + self.bs])
+            prev = chain_hash(prev, tokens)
+            keys.append((prev, tokens))
+        return keys
+
+    def num_cached(self, keys: list[tuple[int, tuple[int, ...]]]) -> int:
+        """Tokens of the leading `keys` (from `pending_block_keys`) the prefix cache holds now."""
+        n = 0
+        for block_hash, tokens in keys:
+            if self.blocks.lookup(block_hash, tokens) is None:
+                break
+            n += self.bs
+        return n
+
     def uncompute_last(self, ctx: Context) -> None:
         """Mark the last token uncomputed, so generating from a full context has logits."""
         assert ctx.num_pending == 0 and ctx.num_computed > 0

@@ -11,6 +11,11 @@ pool; when a running request needs a block and none is free, the lowest-priority
 latest request is preempted (its blocks released, recomputed later). The waiting members of
 a task group (requests sharing a `group`) are admitted together, in one step, once the pool
 has room for all of them; they then share the step budget like any running requests.
+Waiting requests go by priority, then arrival, except that one of the next `LOOKAHEAD` of
+the first one's priority with at most `CHEAP_PREFILL` tokens left to compute once the prefix
+cache is counted (a fork's question, a prompt whose app prefix is cached) goes first: it
+costs its step little, and first-come order would hold it behind long prefills (SGLang's
+cache-aware order, bounded: the long prompt waits at most for these short ones).
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ class StepPlan:
 
 
 class Scheduler:
+    CHEAP_PREFILL = 64  # tokens: a waiting request this cheap may go before earlier ones
+    LOOKAHEAD = 16  # waiting requests looked at for one
+
     def __init__(self, config: EngineConfig, tree: ContextTree):
         self.config = config
         self.tree = tree
@@ -127,7 +135,7 @@ class Scheduler:
 
     def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
         while self.waiting and len(self.running) < self.config.max_num_seqs:
-            req = self.waiting[0]
+            req = self._next_waiting()
             group = self._admissible_group(req)
             if group is not None:
                 members, need = group
@@ -142,8 +150,26 @@ class Scheduler:
                 return
             if not self._make_room(self.tree.num_blocks_needed(req.ctx, n) + self._watermark()):
                 return
-            self.waiting.pop(0)
+            self.waiting.remove(req)
             self._start(req, n, plan, budget)
+
+    def _next_waiting(self) -> Request:
+        """The first waiting request, or a cheap one among the next few of its priority."""
+        head = self.waiting[0]
+        for req in self.waiting[:self.LOOKAHEAD]:
+            if req.priority != head.priority:
+                break
+            if self._uncached_pending(req) <= self.CHEAP_PREFILL:
+                return req
+        return head
+
+    def _uncached_pending(self, req: Request) -> int:
+        """Tokens `req` would compute if admitted now (its prefix-cache hits counted)."""
+        ctx = req.ctx
+        if req.block_keys is None or req.block_keys[0] != ctx.num_computed:
+            limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
+            req.block_keys = (ctx.num_computed, self.tree.pending_block_keys(ctx, limit))
+        return ctx.num_pending - self.tree.num_cached(req.block_keys[1])
 
     def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         """Admit `req` (prefix matched, running) and compute up to `n` of its tokens now."""

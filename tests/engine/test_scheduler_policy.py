@@ -207,3 +207,39 @@ def test_admission_releases_idle_contexts_least_recently_used_first_and_only_as_
     assert new.num_computed == 4 and len(new.block_table) == 1
     assert len(busy.block_table) == 2 and busy.num_computed == 8
     assert sched.tree.blocks.num_free_blocks == 1
+
+
+def cached_scheduler(num_blocks: int, **config) -> Scheduler:
+    tree = ContextTree(BlockManager(num_blocks, BS, enable_prefix_caching=True))
+    return Scheduler(EngineConfig(block_size=BS, **config), tree)
+
+
+def test_a_waiting_request_mostly_in_the_prefix_cache_goes_before_earlier_long_prefills():
+    sched = cached_scheduler(128, max_num_batched_tokens=80)
+    warm = submit(sched, "warm", 100, arrival=0)  # computes blocks that `b` will find cached
+    while sched.has_work:
+        step(sched)
+    sched.tree.free(warm.ctx)
+    a = submit(sched, "a", 200, arrival=1)
+    a.ctx.token_ids = [1000 + i for i in range(200)]  # nothing cached: a long prefill
+    b = submit(sched, "b", 102, arrival=2)  # the warm prompt and 2 more tokens: 100 cached
+    assert step(sched) == {b: 2, a: 78}  # b first although later: it costs the step 2 tokens
+    assert b.num_cached_tokens == 100
+
+
+def test_a_cheap_request_never_goes_before_a_higher_priority_one():
+    sched = cached_scheduler(128, max_num_batched_tokens=40, max_num_seqs=1)
+    long_lat = submit(sched, "long", 100, priority=LATENCY, arrival=1)
+    short = submit(sched, "short", 8, priority=NORMAL, arrival=0)
+    assert step(sched) == {long_lat: 40}
+    assert short.status is Status.WAITING
+
+
+def test_among_cheap_and_long_requests_a_long_one_waits_only_for_the_cheap_ones():
+    sched = cached_scheduler(128, max_num_batched_tokens=64, max_num_seqs=1)
+    a = submit(sched, "a", 100, arrival=0)
+    c1 = submit(sched, "c1", 8, arrival=1)
+    c2 = submit(sched, "c2", 8, arrival=2)
+    for i, req in enumerate((a, c1, c2)):  # nothing in common: no cache hits
+        req.ctx.token_ids = [1000 * (i + 1) + t for t in range(req.ctx.num_tokens)]
+    assert [step(sched) for _ in range(4)] == [{c1: 8}, {c2: 8}, {a: 64}, {a: 36}]

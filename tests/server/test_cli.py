@@ -15,11 +15,11 @@ from parrot.engine import EngineConfig
 def test_flags_map_onto_engine_config():
     args = build_parser().parse_args([
         "serve", "--dtype", "float32", "--kv-memory-gb", "0.5", "--block-size", "32",
-        "--max-num-batched-tokens", "256", "--max-num-seqs", "8", "--no-prefix-caching",
+        "--max-num-batched-tokens", "128", "--max-num-seqs", "8", "--no-prefix-caching",
         "--max-model-len", "2048", "--no-cascade", "--cascade-min-saved-tokens", "64"])
     config = engine_config_from_args(args)
     assert (config.dtype, config.kv_memory_gb, config.block_size) == ("float32", 0.5, 32)
-    assert (config.max_num_batched_tokens, config.max_num_seqs) == (256, 8)
+    assert (config.max_num_batched_tokens, config.max_num_seqs) == (128, 8)
     assert (config.max_model_len, config.enable_prefix_caching) == (2048, False)
     assert (config.enable_cascade, config.cascade_min_saved_tokens) == (False, 64)
 
@@ -29,6 +29,12 @@ def test_unset_flags_keep_engine_defaults(monkeypatch):
     args = build_parser().parse_args(["serve"])
     assert engine_config_from_args(args) == EngineConfig()
     assert (args.host, args.port, args.api_key) == ("127.0.0.1", 8000, "from-env")
+
+
+def test_the_step_budget_defaults_by_device():
+    assert EngineConfig().max_num_batched_tokens == 256  # a CPU prefill token costs ~1.7 ms
+    assert EngineConfig(device="cuda").max_num_batched_tokens == 2048
+    assert EngineConfig(device="cuda", max_num_batched_tokens=512).max_num_batched_tokens == 512
 
 
 @pytest.mark.e2e
