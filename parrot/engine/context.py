@@ -91,20 +91,18 @@ class ContextTree:
             hit += self.bs
         return hit
 
-    def pending_block_keys(self, ctx: Context, max_tokens: int) -> list[tuple[int, tuple[int, ...]]]:
-        """(hash, tokens) of each full pending block `match_prefix` would look up (up to
-        `max_tokens` computed), adopting nothing; [] where ctx ends in a partial block."""
-        if ctx.num_computed != len(ctx.block_table) * self.bs:
-            return []
+    def block_keys(self, ctx: Context, max_tokens: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(chained hash, tokens) of ctx's full blocks after its registered ones, up to
+        `max_tokens`: the prefix-cache keys `match_prefix` looks up and `commit` registers."""
         keys, prev = [], ctx.block_hashes[-1] if ctx.block_hashes else NO_HASH
-        for start in range(ctx.num_computed, max_tokens - self.bs + 1, self.bs):
+        for start in range(len(ctx.block_hashes) * self.bs, max_tokens - self.bs + 1, self.bs):
             tokens = tuple(ctx.token_ids[start:start + self.bs])
             prev = chain_hash(prev, tokens)
             keys.append((prev, tokens))
         return keys
 
     def num_cached(self, keys: list[tuple[int, tuple[int, ...]]]) -> int:
-        """Tokens of the leading `keys` (from `pending_block_keys`) the prefix cache holds now."""
+        """Tokens of the leading `keys` (from `block_keys`) the prefix cache holds now."""
         n = 0
         for block_hash, tokens in keys:
             if self.blocks.lookup(block_hash, tokens) is None:

@@ -43,7 +43,7 @@ class Request:
     detokenizer: IncrementalDetokenizer | None = None
     matcher: Any = None  # llguidance.LLMatcher of a constrained generation (engine/grammar.py)
     outputs: asyncio.Queue = field(default_factory=asyncio.Queue)  # chunks, or an exception
-    # the scheduler's memo while it waits: (ctx.num_computed, its pending blocks' cache keys)
+    # the scheduler's memo: (registered full blocks then, the cache keys of the blocks after)
     block_keys: tuple[int, list[tuple[int, tuple[int, ...]]]] | None = None
 
     def __post_init__(self) -> None:

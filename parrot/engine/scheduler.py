@@ -15,7 +15,9 @@ Waiting requests go by priority, then arrival, except that one of the next `LOOK
 the first one's priority with at most `CHEAP_PREFILL` tokens left to compute once the prefix
 cache is counted (a fork's question, a prompt whose app prefix is cached) goes first: it
 costs its step little, and first-come order would hold it behind long prefills (SGLang's
-cache-aware order, bounded: the long prompt waits at most for these short ones).
+cache-aware order, bounded: the long prompt waits at most for these short ones). A waiting
+request whose next uncached block a running prefill is computing waits for it (it then
+finds it in the prefix cache) instead of computing it a second time in the same steps.
 """
 from __future__ import annotations
 
@@ -134,8 +136,14 @@ class Scheduler:
         self._commit_slots(req, n, plan, budget)
 
     def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
+        in_flight, deferred = self._blocks_in_flight(), set()
         while self.waiting and len(self.running) < self.config.max_num_seqs:
-            req = self._next_waiting()
+            req = self._next_waiting(deferred)
+            if req is None:
+                return
+            if req.group is None and self._waits_for(req, in_flight):
+                deferred.add(req)
+                continue
             group = self._admissible_group(req)
             if group is not None:
                 members, need = group
@@ -153,23 +161,49 @@ class Scheduler:
             self.waiting.remove(req)
             self._start(req, n, plan, budget)
 
-    def _next_waiting(self) -> Request:
+    def _next_waiting(self, deferred: set[Request]) -> Request | None:
         """The first waiting request, or a cheap one among the next few of its priority."""
-        head = self.waiting[0]
-        for req in self.waiting[:self.LOOKAHEAD]:
+        candidates = [r for r in self.waiting if r not in deferred] if deferred else self.waiting
+        if not candidates:
+            return None
+        head = candidates[0]
+        for req in candidates[:self.LOOKAHEAD]:
             if req.priority != head.priority:
                 break
             if self._uncached_pending(req) <= self.CHEAP_PREFILL:
                 return req
         return head
 
+    def _keys(self, req: Request) -> list[tuple[int, tuple[int, ...]]]:
+        """Cache keys of `req`'s unregistered full prompt blocks (memoized on it)."""
+        ctx, registered = req.ctx, len(req.ctx.block_hashes)
+        if req.block_keys is None or req.block_keys[0] > registered:
+            limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
+            req.block_keys = (registered, self.tree.block_keys(ctx, limit))
+        start, keys = req.block_keys
+        return keys[registered - start:]
+
     def _uncached_pending(self, req: Request) -> int:
         """Tokens `req` would compute if admitted now (its prefix-cache hits counted)."""
         ctx = req.ctx
-        if req.block_keys is None or req.block_keys[0] != ctx.num_computed:
-            limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
-            req.block_keys = (ctx.num_computed, self.tree.pending_block_keys(ctx, limit))
-        return ctx.num_pending - self.tree.num_cached(req.block_keys[1])
+        if ctx.num_computed != len(ctx.block_table) * self.tree.bs:  # a partial block: no hits
+            return ctx.num_pending
+        return ctx.num_pending - self.tree.num_cached(self._keys(req))
+
+    def _blocks_in_flight(self) -> set[int]:
+        """Hashes of the prompt blocks running prefills have yet to compute (none without a
+        prefix cache: nobody finds them then)."""
+        if not self.tree.blocks.enable_prefix_caching:
+            return set()
+        return {h for r in self.running if r.ctx.num_pending > 1 for h, _ in self._keys(r)}
+
+    def _waits_for(self, req: Request, in_flight: set[int]) -> bool:
+        """`req`'s next uncached block is one a running prefill is computing."""
+        if not in_flight or req.ctx.num_computed != len(req.ctx.block_table) * self.tree.bs:
+            return False
+        keys = self._keys(req)
+        hit = self.tree.num_cached(keys) // self.tree.bs
+        return hit < len(keys) and keys[hit][0] in in_flight
 
     def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         """Admit `req` (prefix matched, running) and compute up to `n` of its tokens now."""

@@ -49,6 +49,7 @@ class AppPrefixes:
         self.max_kv_share = max_kv_share
         self.replicate_at = replicate_at
         self._max_tokens: int | None = None  # read from the engines at the first registration
+        self._bs: int | None = None  # likewise
         self.by_app: dict[str, list[SharedPrefix]] = {}
         self.samples: dict[str, deque[list[int]]] = {}
 
@@ -106,12 +107,22 @@ class AppPrefixes:
         earlier = [*samples, *(sp.tokens for sp in self.by_app.get(app, ()))]
         depth = min(len(tokens) - 1, max((common_prefix_len(tokens, s) for s in earlier),
                                          default=0))
+        depth -= depth % self._block_size()  # whole blocks: see _block_size
         if depth < self.min_tokens or not self._has_room(app, depth):
             samples.append(tokens)
             return None
         sp = self.pool.create(tokens[:depth], pick_engine(), priority, None, {session_id})
         self.by_app.setdefault(app, []).append(sp)
         return sp
+
+    def _block_size(self) -> int:
+        """The engines' KV block size (1 when they do not say). An app prefix of whole blocks
+        is found entirely in the prefix cache once a call has computed its text, so its fill
+        finishes without a step, and its forks start one step sooner (a partial last block
+        would be recomputed first)."""
+        if self._bs is None:
+            self._bs = max(1, min(e.status().block_size or 1 for e in self.pool.engines))
+        return self._bs
 
     def _has_room(self, app: str, num_tokens: int) -> bool:
         if self._max_tokens is None:

@@ -243,3 +243,23 @@ def test_among_cheap_and_long_requests_a_long_one_waits_only_for_the_cheap_ones(
     for i, req in enumerate((a, c1, c2)):  # nothing in common: no cache hits
         req.ctx.token_ids = [1000 * (i + 1) + t for t in range(req.ctx.num_tokens)]
     assert [step(sched) for _ in range(4)] == [{c1: 8}, {c2: 8}, {a: 64}, {a: 36}]
+
+
+def test_a_waiting_prompt_waits_for_the_blocks_a_running_prefill_is_computing():
+    sched = cached_scheduler(128, max_num_batched_tokens=100)
+    a = submit(sched, "a", 150, arrival=0)
+    assert step(sched) == {a: 100}
+    b = submit(sched, "b", 168, arrival=1)  # a's first 148 tokens (37 blocks), then its own 20
+    b.ctx.token_ids = a.ctx.token_ids[:148] + [5000 + i for i in range(20)]
+    # a's blocks 25-36 are computing: b would compute them again beside it; it waits
+    assert step(sched) == {a: 50}
+    assert step(sched) == {b: 20}
+    assert b.num_cached_tokens == 148
+
+
+def test_without_a_prefix_cache_nothing_waits_for_blocks_in_flight():
+    sched = scheduler(128, max_num_batched_tokens=100)
+    a = submit(sched, "a", 150, arrival=0)
+    assert step(sched) == {a: 100}
+    b = submit(sched, "b", 20, arrival=1)  # the same first tokens (0..19)
+    assert step(sched) == {a: 50, b: 20}

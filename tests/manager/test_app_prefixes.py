@@ -41,6 +41,7 @@ async def test_sessions_of_one_app_share_its_prompt(manager, engine):
     shared = [s.graph.calls["c"].shared_tokens for s in sessions]
     assert shared[0] == 0 and all(n >= len(SYSTEM) for n in shared[1:]), shared
     [app_prefix] = manager.apps.pool.prefixes.values()
+    assert len(app_prefix.tokens) % 16 == 0  # whole blocks: a computed text is all cache hits
     assert app_prefix.holders == {s.id for s in sessions[1:]}
     assert app_prefix.ctx in engine.pinned  # its KV is not released to make room
 
@@ -133,11 +134,11 @@ async def test_a_session_prefix_forks_the_app_prefix(manager, engine):
     await asyncio.gather(*(manager.get_variable(s, f"a{i}", LATENCY, 10) for i in range(3)))
     shared = [s.graph.calls[f"q{i}"].shared_tokens for i in range(3)]
     assert all(n >= len(SYSTEM) + len(doc) for n in shared), shared
-    # the app's calls diverge inside its first prefix (SYSTEM + "Question: "), so their common
-    # part, SYSTEM, is registered too (the fake engine computes it again; the real one finds
-    # its blocks cached) and the session prefix (SYSTEM + doc) forks that
+    # app prefixes are whole 16-token blocks: the first one (SYSTEM + "Question: ", 158
+    # tokens) is its first 144, which the later calls (SYSTEM + doc + ...) begin with too, so
+    # the session prefix (SYSTEM + doc) forks that one
     texts = sorted(engine.tokenizer.decode(sp.tokens) for sp in manager.apps.pool.prefixes.values())
-    assert texts == [SYSTEM, SYSTEM + "Question: "]
+    assert texts == [SYSTEM[:144]]
     computed = engine.counters.num_prefill_tokens - before
     assert computed < len(SYSTEM) + len(doc) + 3 * 20, "computed more than once"
     assert s.pool.prefixes == {}
