@@ -78,7 +78,8 @@ void score_keys(int64_t D, const float* q, const uint16_t* const* keys, float* o
 
 template <int G>
 void score(int64_t D, const float* q, const uint16_t* const* keys, int n, float* out /*[G, CHUNK]*/) {
-  constexpr int U = G <= 3 ? 4 : G <= 6 ? 2 : 1;  // U * G + U + 1 <= 16 registers
+  // U * G accumulators + U keys + a query: 17 registers at G = 3 (one spills), <= 15 else
+  constexpr int U = G <= 3 ? 4 : G <= 6 ? 2 : 1;
   int i = 0;
   for (; i + U <= n; i += U) score_keys<G, U>(D, q, keys + i, out + i);
   for (; i < n; ++i) score_keys<G, 1>(D, q, keys + i, out + i);
@@ -110,7 +111,8 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
   }
   // 16 dims of every row at a time (2 * G accumulators), and even and odd keys in separate
   // accumulators where registers allow (G <= 3): each broadcast weight serves 16 lanes,
-  // and no chain of n dependent FMAs waits on the FMA latency.
+  // and no chain of n dependent FMAs waits on the FMA latency. (At G = 7-8, 2G + 3
+  // registers spill a few; measured only at G = 3.)
   constexpr int CHAINS = G <= 3 ? 2 : 1;
   for (int64_t c = 0; c < D; c += 16) {
     __m256 a[CHAINS][G][2];

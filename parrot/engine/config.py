@@ -22,11 +22,12 @@ class EngineConfig:
     # ~0.9 s: gpts-style apps ran 4.4-4.8 s at 256 vs 5.2-6.2 s at 512 (alternated), the
     # other workloads equal within noise.
     max_num_batched_tokens: int | None = None
-    # Step budget of other work's prefills while latency-critical work runs. On a 2-core
-    # CPU a step's fixed cost (~27 ms) dwarfs a prefill token's (~0.33 ms), so a small cap
-    # only adds steps: mixed chat + map-reduce measured chat 2.04 s / jobs 4.09 s at 64,
-    # 1.85 s / 3.50 s at 512. On a GPU a smaller cap keeps latency-critical steps short.
-    latency_token_budget: int = 512  # until the step-cost model is warm (a few steps)
+    # Step budget of other work's prefills while latency-critical work runs, until the
+    # step-cost model is warm (a few steps; then the model sizes it). Measured on a 2-core
+    # AMX Xeon (a prefill token ~0.33 ms, a step's fixed cost ~27 ms), where a small cap only
+    # added steps: mixed chat + map-reduce chat 2.04 s / jobs 4.09 s at 64, 1.85 s / 3.50 s
+    # at 512. At or above `max_num_batched_tokens` it caps nothing.
+    latency_token_budget: int = 512
     # While latency-critical work runs, a step may take this many times the predicted step
     # of the latency work alone; other work's prefill chunks fill the difference.
     latency_step_factor: float = 1.5

@@ -43,8 +43,10 @@ class Request:
     detokenizer: IncrementalDetokenizer | None = None
     matcher: Any = None  # llguidance.LLMatcher of a constrained generation (engine/grammar.py)
     outputs: asyncio.Queue = field(default_factory=asyncio.Queue)  # chunks, or an exception
-    # the scheduler's memo: (registered full blocks then, the cache keys of the blocks after)
-    block_keys: tuple[int, list[tuple[int, tuple[int, ...]]]] | None = None
+    # the scheduler's memo: (registered full blocks then, the token limit, the cache keys of
+    # the full blocks after them)
+    block_keys: tuple[int, int, list[tuple[int, tuple[int, ...]]]] | None = None
+    num_passed: int = 0  # times a cheap later request was admitted before it (scheduler.py)
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = self.ctx.num_tokens

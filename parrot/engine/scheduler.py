@@ -138,7 +138,7 @@ class Scheduler:
     def _admit_waiting(self, plan: StepPlan, budget: "_Budget") -> None:
         in_flight, deferred = self._blocks_in_flight(), set()
         while self.waiting and len(self.running) < self.config.max_num_seqs:
-            req = self._next_waiting(deferred)
+            head, req = self._next_waiting(deferred)
             if req is None:
                 return
             if req.group is None and self._waits_for(req, in_flight):
@@ -157,30 +157,41 @@ class Scheduler:
             if n == 0:
                 return
             if not self._make_room(self.tree.num_blocks_needed(req.ctx, n) + self._watermark()):
-                return
+                if req is head:
+                    return
+                deferred.add(req)  # a cheap one that does not fit: the head may
+                continue
             self.waiting.remove(req)
             self._start(req, n, plan, budget)
+            if req.ctx.num_pending > 1:  # a same-step duplicate of its blocks waits for them
+                self._add_in_flight(in_flight, req)
 
-    def _next_waiting(self, deferred: set[Request]) -> Request | None:
-        """The first waiting request, or a cheap one among the next few of its priority."""
+    def _next_waiting(self, deferred: set[Request]) -> tuple[Request | None, Request | None]:
+        """(the first waiting request not deferred, the one to admit next): the first, or a
+        cheap one among the next few of its priority while the first has been passed over
+        fewer than LOOKAHEAD times (so it waits a bounded number of admissions)."""
         candidates = [r for r in self.waiting if r not in deferred] if deferred else self.waiting
         if not candidates:
-            return None
+            return None, None
         head = candidates[0]
+        if head.num_passed >= self.LOOKAHEAD:
+            return head, head
         for req in candidates[:self.LOOKAHEAD]:
             if req.priority != head.priority:
                 break
             if self._uncached_pending(req) <= self.CHEAP_PREFILL:
-                return req
-        return head
+                if req is not head:
+                    head.num_passed += 1
+                return head, req
+        return head, head
 
     def _keys(self, req: Request) -> list[tuple[int, tuple[int, ...]]]:
         """Cache keys of `req`'s unregistered full prompt blocks (memoized on it)."""
         ctx, registered = req.ctx, len(req.ctx.block_hashes)
-        if req.block_keys is None or req.block_keys[0] > registered:
-            limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
-            req.block_keys = (registered, self.tree.block_keys(ctx, limit))
-        start, keys = req.block_keys
+        limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
+        if req.block_keys is None or req.block_keys[0] > registered or req.block_keys[1] != limit:
+            req.block_keys = (registered, limit, self.tree.block_keys(ctx, limit))
+        start, _, keys = req.block_keys
         return keys[registered - start:]
 
     def _uncached_pending(self, req: Request) -> int:
@@ -190,20 +201,29 @@ class Scheduler:
             return ctx.num_pending
         return ctx.num_pending - self.tree.num_cached(self._keys(req))
 
-    def _blocks_in_flight(self) -> set[int]:
-        """Hashes of the prompt blocks running prefills have yet to compute (none without a
-        prefix cache: nobody finds them then)."""
-        if not self.tree.blocks.enable_prefix_caching:
-            return set()
-        return {h for r in self.running if r.ctx.num_pending > 1 for h, _ in self._keys(r)}
+    def _blocks_in_flight(self) -> dict[int, int]:
+        """Hashes of the prompt blocks running prefills have yet to compute -> the most urgent
+        priority computing each (none without a prefix cache: nobody finds them then)."""
+        in_flight: dict[int, int] = {}
+        for r in self.running:
+            if r.ctx.num_pending > 1:
+                self._add_in_flight(in_flight, r)
+        return in_flight
 
-    def _waits_for(self, req: Request, in_flight: set[int]) -> bool:
-        """`req`'s next uncached block is one a running prefill is computing."""
+    def _add_in_flight(self, in_flight: dict[int, int], req: Request) -> None:
+        if not self.tree.blocks.enable_prefix_caching:
+            return
+        for block_hash, _ in self._keys(req):
+            in_flight[block_hash] = min(in_flight.get(block_hash, int(req.priority)), int(req.priority))
+
+    def _waits_for(self, req: Request, in_flight: dict[int, int]) -> bool:
+        """`req`'s next uncached block is one a running prefill at least as urgent computes
+        (a latency request never waits on background work's pace)."""
         if not in_flight or req.ctx.num_computed != len(req.ctx.block_table) * self.tree.bs:
             return False
         keys = self._keys(req)
         hit = self.tree.num_cached(keys) // self.tree.bs
-        return hit < len(keys) and keys[hit][0] in in_flight
+        return hit < len(keys) and in_flight.get(keys[hit][0], 1 << 30) <= int(req.priority)
 
     def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         """Admit `req` (prefix matched, running) and compute up to `n` of its tokens now."""

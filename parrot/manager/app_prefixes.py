@@ -3,7 +3,8 @@
 An application is a semantic function: its template's source text. Its calls begin with the
 same text (a GPTs-style app's long system prompt, with the inputs that every call binds to the
 same constants), whichever session they come from. The first time two calls of one template
-begin with the same >= `min_tokens` tokens, that common beginning becomes an *app prefix*:
+begin with the same >= `min_tokens` tokens, that common beginning, cut to whole KV blocks,
+becomes an *app prefix*:
 one engine context in a server-wide `PrefixPool` (scope "app"), prefilled once, which later
 calls of any session fork (their KV blocks are then the same blocks, so cascade attention
 reads them once per step). Each session that used an app prefix holds it by its session id

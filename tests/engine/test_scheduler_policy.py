@@ -263,3 +263,35 @@ def test_without_a_prefix_cache_nothing_waits_for_blocks_in_flight():
     assert step(sched) == {a: 100}
     b = submit(sched, "b", 20, arrival=1)  # the same first tokens (0..19)
     assert step(sched) == {a: 50, b: 20}
+
+
+def test_a_latency_prompt_does_not_wait_for_blocks_background_work_is_computing():
+    sched = cached_scheduler(128, max_num_batched_tokens=100)
+    t = submit(sched, "t", 150, priority=THROUGHPUT, arrival=0)
+    assert step(sched) == {t: 100}
+    lat = submit(sched, "lat", 150, generate=True, priority=LATENCY, arrival=1)  # t's tokens
+    assert step(sched)[lat] == 50  # hits t's 100 computed tokens, computes the rest itself
+
+
+def test_two_waiting_copies_of_one_new_prompt_compute_it_once():
+    sched = cached_scheduler(128, max_num_batched_tokens=100)
+    a = submit(sched, "a", 60, arrival=0)
+    b = submit(sched, "b", 60, arrival=1)  # the same 60 tokens
+    assert step(sched) == {a: 60}  # b waits for a's blocks (it would compute them beside it)
+    assert step(sched) == {} and b.status is Status.FINISHED  # then finds all 60 cached
+    assert b.num_cached_tokens == 60
+
+
+def test_a_long_request_is_passed_over_at_most_lookahead_times():
+    sched = cached_scheduler(256, max_num_batched_tokens=16, max_num_seqs=1)
+    long = submit(sched, "long", 100, arrival=0)
+    long.ctx.token_ids = [9000 + i for i in range(100)]
+    cheap = []
+    for i in range(Scheduler.LOOKAHEAD + 4):
+        c = submit(sched, f"c{i}", 4, arrival=1 + i)
+        c.ctx.token_ids = [100 * i + t for t in range(4)]
+        cheap.append(c)
+    order = []
+    while long.status is not Status.FINISHED:
+        order += [r.name for r in step(sched)]
+    assert order.index("long") == Scheduler.LOOKAHEAD  # after 16 cheap ones, not all 20

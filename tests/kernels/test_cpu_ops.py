@@ -105,7 +105,8 @@ def reference_decode(q, k_cache, v_cache, tables, kv_lens):
 
 
 @pytest.mark.parametrize("kv_lens", [[1], [5, 16, 17], [700], [3000, 1], [33] * 12])
-@pytest.mark.parametrize("heads", [(9, 3), (4, 4), (8, 1), (16, 1), (22, 2)])
+# row groups of G = 3, 1, 8, 8 (16 split), 1 (11 is prime), 4, 6, 2: every score width
+@pytest.mark.parametrize("heads", [(9, 3), (4, 4), (8, 1), (16, 1), (22, 2), (8, 2), (12, 2), (8, 4)])
 def test_paged_decode_attention(kv_lens, heads):
     torch.manual_seed(len(kv_lens) * 7 + kv_lens[0])
     hq, hkv, d, bs = heads[0], heads[1], 64, 16
