@@ -105,13 +105,16 @@ async def test_map_reduce_counts_during_and_after_the_run(make_client):
     # The maps share their instruction; its start ("You are an expert ...") is shared with
     # the reduce too, so that shorter prefix is the parent (the reduce forks it later).
     prefixes = {p["id"]: p for p in tree["prefixes"]}
+    # The maps' prefix is their template's app prefix: their common text cut to whole
+    # 16-token blocks.
     (maps_prefix,) = [p for p in prefixes.values() if len(p["forked_by"]) == len(CHUNKS)]
-    assert maps_prefix["tokens"] == SUMMARY_PREFIX_CHARS and not maps_prefix["live"]
+    maps_tokens = SUMMARY_PREFIX_CHARS // 16 * 16
+    assert maps_prefix["tokens"] == maps_tokens and not maps_prefix["live"]
     parent = prefixes[maps_prefix["parent"]]
     assert parent["forked_by"] == ["reduce"] and parent["tokens"] < maps_prefix["tokens"]
     assert len(tree["calls"]) == len(CHUNKS) + 1  # model calls only: not the join
     assert tree["num_shared_tokens"] == sum(c["shared_tokens"] for c in tree["calls"]) \
-        == len(CHUNKS) * SUMMARY_PREFIX_CHARS + parent["tokens"]
+        == len(CHUNKS) * maps_tokens + parent["tokens"]
 
     value = await client.get(f"/v1/sessions/{s['sid']}/dashboard/variables/{FINAL}",
                              headers=s["headers"])
