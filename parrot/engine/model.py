@@ -225,6 +225,11 @@ class FusedAttention(Attention, Protocol):
         ...
 
 
+# Where row t of a [V, H] weight sits once Parrot's kernel packed it as [V / 16, H, 16]:
+# block t // 16, lane _PACKED_LANE[t % 16] (kernels/csrc/vec.h's kUnpackOrder, its own inverse).
+_PACKED_LANE = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
+
+
 class LlamaModel(nn.Module):
     uses_kernels = False
 
@@ -239,7 +244,7 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: Attention) -> torch.Tensor:
         # input_ids, positions: [T] -> hidden: [T, hidden]
-        x = self.embed_tokens(input_ids)
+        x = self.embed(input_ids)
         if self.uses_kernels:
             return self._forward_fused(x, positions, attn)
         rope = self.rope(positions, x.dtype)
@@ -252,6 +257,11 @@ class LlamaModel(nn.Module):
         for layer in self.layers:
             x, residual = layer.fused(x, residual, rope, attn)
         return self.norm.fused(x, residual)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.embed_tokens.weight is None:  # a tied table lives only in the packed head
+            return self.lm_head.packed[input_ids // 16, :, _PACKED_LANE[input_ids % 16]]
+        return self.embed_tokens(input_ids)
 
     def use_kernels(self) -> None:
         """Run the fused CPU kernels (bf16; `parrot_kernels.cpu_ops` loaded). The eager
@@ -266,9 +276,11 @@ class LlamaModel(nn.Module):
 
     def pack_weights(self, kind: str, int8_decode: bool = False) -> None:
         """Prepack every projection for `kind` ("onednn" or "parrot"); a tied head gets its
-        own packed copy. With `int8_decode`, decode-sized inputs use int8 weight-only copies
+        own packed copy (Parrot's layout also serves the embedding lookups, so the table is
+        dropped; oneDNN's is opaque, so it is kept). With `int8_decode`, decode-sized inputs use int8 weight-only copies
         (about half the bytes per step; outputs differ slightly from bf16)."""
-        if self.lm_head is None:
+        tied = self.lm_head is None
+        if tied:
             self.lm_head = Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
             self.lm_head.weight = nn.Parameter(self.embed_tokens.weight.detach(), requires_grad=False)
         for module in self.modules():
@@ -276,3 +288,5 @@ class LlamaModel(nn.Module):
                 if int8_decode:
                     module.quantize_int8()
                 module.pack(kind)
+        if tied and kind == "parrot":  # embeddings read from the head's copy: one table, not two
+            self.embed_tokens.register_parameter("weight", None)

@@ -12,7 +12,7 @@ from .conftest import make_tiny_model
 
 def our_logits(model, cfg, token_ids: list[int], block_size: int = 16) -> torch.Tensor:
     num_blocks = -(-len(token_ids) // block_size) + 1
-    dtype = model.embed_tokens.weight.dtype
+    dtype = model.norm.weight.dtype
     kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
     backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
     backend.prepare(AttentionBatch([len(token_ids)], [len(token_ids)], [list(range(num_blocks))]))
@@ -103,7 +103,7 @@ def decode_logits(model, cfg, prompt: list[int], steps: list[int], block_size: i
     logits of every decode step: [len(steps), vocab]."""
     total = len(prompt) + len(steps)
     num_blocks = -(-total // block_size) + 1
-    dtype = model.embed_tokens.weight.dtype
+    dtype = model.norm.weight.dtype
     kv = torch.zeros(cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
     backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
     table, out = list(range(num_blocks)), []
@@ -142,3 +142,19 @@ def test_cpu_kernels_track_float32_in_prefill_and_decode(smollm, smollm_dir):
         assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9, name
     assert errors["fused"] < 0.05 and errors["mixed"] < 0.05, errors
     assert errors["fused"] <= 1.5 * errors["eager"], errors  # fp32 accumulation: no worse than eager
+
+
+def test_a_tied_table_packed_by_the_kernel_serves_embeddings_exactly(tmp_path, smollm_dir):
+    """With Parrot's packed head, a tied model keeps one table: each embedding row read back
+    from the packed head equals the checkpoint's row, bit for bit."""
+    from parrot_kernels import cpu_ops
+
+    if not cpu_ops.load():
+        pytest.skip("Parrot CPU kernels not available here")
+    path, hf = make_tiny_model(tmp_path, smollm_dir, "llama", tie_word_embeddings=True)
+    cfg = load_hf_config(path)
+    model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
+    assert model.lm_head.packed_for == "parrot" and model.embed_tokens.weight is None
+    table = hf.model.embed_tokens.weight.detach().to(torch.bfloat16)
+    ids = torch.tensor([0, 1, 15, 16, 17, 31, 4097, cfg.vocab_size - 1])
+    assert torch.equal(model.embed(ids), table[ids])
