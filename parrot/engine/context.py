@@ -74,26 +74,11 @@ class ContextTree:
 
     def match_prefix(self, ctx: Context, max_tokens: int) -> int:
         """Adopt cached full blocks for pending tokens, up to `max_tokens` computed. Returns tokens hit."""
-        hit = 0
-        while (ctx.num_computed == len(ctx.block_table) * self.bs
-               and ctx.num_computed + self.bs <= max_tokens):
-            start = ctx.num_computed
-            tokens = tuple(ctx.token_ids[start:start + self.bs])
-            prev = ctx.block_hashes[-1] if ctx.block_hashes else NO_HASH
-            h = chain_hash(prev, tokens)
-            block_id = self.blocks.lookup(h, tokens)
-            if block_id is None:
-                break
-            self.blocks.incref(block_id)
-            ctx.block_table.append(block_id)
-            ctx.block_hashes.append(h)
-            ctx.num_computed += self.bs
-            hit += self.bs
-        return hit
+        return self.adopt(ctx, self.block_keys(ctx, max_tokens))
 
     def block_keys(self, ctx: Context, max_tokens: int) -> list[tuple[int, tuple[int, ...]]]:
         """(chained hash, tokens) of ctx's full blocks after its registered ones, up to
-        `max_tokens`: the prefix-cache keys `match_prefix` looks up and `commit` registers."""
+        `max_tokens`: the prefix-cache keys `adopt` looks up and `commit` registers."""
         keys, prev = [], ctx.block_hashes[-1] if ctx.block_hashes else NO_HASH
         for start in range(len(ctx.block_hashes) * self.bs, max_tokens - self.bs + 1, self.bs):
             tokens = tuple(ctx.token_ids[start:start + self.bs])
@@ -101,14 +86,35 @@ class ContextTree:
             keys.append((prev, tokens))
         return keys
 
-    def num_cached(self, keys: list[tuple[int, tuple[int, ...]]]) -> int:
-        """Tokens of the leading `keys` (from `block_keys`) the prefix cache holds now."""
-        n = 0
+    def can_match(self, ctx: Context) -> bool:
+        """ctx ends at a registered block boundary, where cached blocks can follow."""
+        return ctx.num_computed == len(ctx.block_table) * self.bs == len(ctx.block_hashes) * self.bs
+
+    def num_cached(self, ctx: Context, keys: list[tuple[int, tuple[int, ...]]]) -> int:
+        """Tokens `adopt(ctx, keys)` would find in the prefix cache now."""
+        return len(self._cached(ctx, keys)) * self.bs
+
+    def adopt(self, ctx: Context, keys: list[tuple[int, tuple[int, ...]]]) -> int:
+        """Adopt the cached blocks of the leading `keys` (`block_keys(ctx, ...)`); tokens hit."""
+        cached = self._cached(ctx, keys)
+        for block_id, block_hash in cached:
+            self.blocks.incref(block_id)
+            ctx.block_table.append(block_id)
+            ctx.block_hashes.append(block_hash)
+            ctx.num_computed += self.bs
+        return len(cached) * self.bs
+
+    def _cached(self, ctx: Context, keys: list[tuple[int, tuple[int, ...]]]) -> list[tuple[int, int]]:
+        """(block id, hash) of the leading `keys` the prefix cache holds, if ctx can match."""
+        if not self.can_match(ctx):
+            return []
+        found = []
         for block_hash, tokens in keys:
-            if self.blocks.lookup(block_hash, tokens) is None:
+            block_id = self.blocks.lookup(block_hash, tokens)
+            if block_id is None:
                 break
-            n += self.bs
-        return n
+            found.append((block_id, block_hash))
+        return found
 
     def uncompute_last(self, ctx: Context) -> None:
         """Mark the last token uncomputed, so generating from a full context has logits."""

@@ -277,8 +277,9 @@ class LlamaModel(nn.Module):
     def pack_weights(self, kind: str, int8_decode: bool = False) -> None:
         """Prepack every projection for `kind` ("onednn" or "parrot"); a tied head gets its
         own packed copy (Parrot's layout also serves the embedding lookups, so the table is
-        dropped; oneDNN's is opaque, so it is kept). With `int8_decode`, decode-sized inputs use int8 weight-only copies
-        (about half the bytes per step; outputs differ slightly from bf16)."""
+        dropped; oneDNN's is opaque, so it is kept). With `int8_decode`, decode-sized inputs
+        use int8 weight-only copies (about half the bytes per step; outputs differ slightly
+        from bf16)."""
         tied = self.lm_head is None
         if tied:
             self.lm_head = Linear(self.config.hidden_size, self.config.vocab_size, bias=False)

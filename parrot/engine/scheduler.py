@@ -188,7 +188,7 @@ class Scheduler:
     def _keys(self, req: Request) -> list[tuple[int, tuple[int, ...]]]:
         """Cache keys of `req`'s unregistered full prompt blocks (memoized on it)."""
         ctx, registered = req.ctx, len(req.ctx.block_hashes)
-        limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1
+        limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1  # generate needs logits
         if req.block_keys is None or req.block_keys[0] > registered or req.block_keys[1] != limit:
             req.block_keys = (registered, limit, self.tree.block_keys(ctx, limit))
         start, _, keys = req.block_keys
@@ -196,10 +196,7 @@ class Scheduler:
 
     def _uncached_pending(self, req: Request) -> int:
         """Tokens `req` would compute if admitted now (its prefix-cache hits counted)."""
-        ctx = req.ctx
-        if ctx.num_computed != len(ctx.block_table) * self.tree.bs:  # a partial block: no hits
-            return ctx.num_pending
-        return ctx.num_pending - self.tree.num_cached(self._keys(req))
+        return req.ctx.num_pending - self.tree.num_cached(req.ctx, self._keys(req))
 
     def _blocks_in_flight(self) -> dict[int, int]:
         """Hashes of the prompt blocks running prefills have yet to compute -> the most urgent
@@ -219,10 +216,10 @@ class Scheduler:
     def _waits_for(self, req: Request, in_flight: dict[int, int]) -> bool:
         """`req`'s next uncached block is one a running prefill at least as urgent computes
         (a latency request never waits on background work's pace)."""
-        if not in_flight or req.ctx.num_computed != len(req.ctx.block_table) * self.tree.bs:
+        if not in_flight or not self.tree.can_match(req.ctx):
             return False
         keys = self._keys(req)
-        hit = self.tree.num_cached(keys) // self.tree.bs
+        hit = self.tree.num_cached(req.ctx, keys) // self.tree.bs
         return hit < len(keys) and in_flight.get(keys[hit][0], 1 << 30) <= int(req.priority)
 
     def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
@@ -282,9 +279,7 @@ class Scheduler:
         return False
 
     def _match_prefix(self, req: Request) -> int:
-        ctx = req.ctx
-        limit = ctx.num_tokens if req.is_fill else ctx.num_tokens - 1  # generate needs logits
-        return self.tree.match_prefix(ctx, limit)
+        return self.tree.adopt(req.ctx, self._keys(req))  # the keys it was scheduled by
 
     def _commit_slots(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         if req.first_scheduled is None:
