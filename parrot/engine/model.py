@@ -225,11 +225,6 @@ class FusedAttention(Attention, Protocol):
         ...
 
 
-# Where row t of a [V, H] weight sits once Parrot's kernel packed it as [V / 16, H, 16]:
-# block t // 16, lane _PACKED_LANE[t % 16] (kernels/csrc/vec.h's kUnpackOrder, its own inverse).
-_PACKED_LANE = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
-
-
 class LlamaModel(nn.Module):
     uses_kernels = False
 
@@ -260,7 +255,7 @@ class LlamaModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.embed_tokens.weight is None:  # a tied table lives only in the packed head
-            return self.lm_head.packed[input_ids // 16, :, _PACKED_LANE[input_ids % 16]]
+            return self.lm_head.packed[input_ids // 16, :, self._packed_lane[input_ids % 16]]
         return self.embed_tokens(input_ids)
 
     def use_kernels(self) -> None:
@@ -290,4 +285,7 @@ class LlamaModel(nn.Module):
                     module.quantize_int8()
                 module.pack(kind)
         if tied and kind == "parrot":  # embeddings read from the head's copy: one table, not two
+            # row t is in block t // 16 at the lane the kernel put channel t % 16 (asked of it)
+            channel_at = torch.ops.parrot.pack_linear_weight(torch.arange(16, dtype=torch.bfloat16)[:, None])
+            self._packed_lane = torch.argsort(channel_at[0, 0].long())
             self.embed_tokens.register_parameter("weight", None)
