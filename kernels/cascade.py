@@ -186,36 +186,49 @@ def cascade_attention(
     """q: [T, Hq, D] -> [T, Hq, D]. K/V caches: [num_blocks, block_size, Hkv, D].
 
     Private level first (batched paged attention in the cache dtype, with lse), then each
-    group's queries attended against its shared blocks in one kernel call (the blocks
-    gathered in one pass for all groups, or read in place by Parrot's CPU kernel). Each level's output is rounded to q's dtype once (as
-    FlashInfer's cascade does); the merges run in float32. Workspaces: reusable gather
-    buffers for the private decode blocks and for `plan.shared_blocks`.
+    group's queries attended against its shared blocks in one kernel call: read in place
+    and merged in place by Parrot's CPU kernels, or (torch) the blocks gathered in one pass
+    for all groups. Each level's output is rounded to q's dtype once (as FlashInfer's
+    cascade does); the merges run in float32. Workspaces: reusable gather buffers for the
+    private decode blocks and for `plan.shared_blocks`.
     """
     out, lse = paged_attention(q, k_cache, v_cache, plan.private, True, private_workspace, use_fused)
     if not plan.groups:
         return out
+    if plan.private.in_place:
+        return _merge_groups_in_place(q, k_cache, v_cache, plan, out.contiguous(), lse)
     out = out.float()
     block_size = k_cache.shape[1]
-    if plan.private.in_place:  # Parrot's CPU kernel reads each group's blocks where they are
-        def attend(q_g: Tensor, group: CascadeGroup) -> tuple[Tensor, Tensor]:
-            num_tokens = group.blocks.numel() * block_size
-            return run_in_place(q_g, k_cache, v_cache, group.blocks, num_tokens, causal=False)
-    else:  # every group's blocks gathered in one pass
-        shared_workspace = shared_workspace or GatherWorkspace(plan.shared_blocks.numel(), k_cache)
-        k_all, v_all = shared_workspace.gather(k_cache, v_cache, plan.shared_blocks)
-        k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]
-
-        def attend(q_g: Tensor, group: CascadeGroup) -> tuple[Tensor, Tensor]:
-            tokens = slice(group.offset * block_size, (group.offset + group.blocks.numel()) * block_size)
-            return visible_attention(q_g, k_all[tokens], v_all[tokens], use_fused)
+    shared_workspace = shared_workspace or GatherWorkspace(plan.shared_blocks.numel(), k_cache)
+    k_all, v_all = shared_workspace.gather(k_cache, v_cache, plan.shared_blocks)
+    k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]
     for group in plan.groups:
+        tokens = slice(group.offset * block_size, (group.offset + group.blocks.numel()) * block_size)
+        rows = group.row_slice if group.row_slice is not None else group.rows
+        o_g, lse_g = visible_attention(q[rows], k_all[tokens], v_all[tokens], use_fused)
         if group.row_slice is not None:  # one run of rows: views, no gather or scatter
-            rows = group.row_slice
-            o_g, lse_g = attend(q[rows], group)
             out[rows], lse[rows] = merge_state(out[rows], lse[rows], o_g.float(), lse_g)
             continue
-        o_g, lse_g = attend(q.index_select(0, group.rows), group)
-        o_m, lse_m = merge_state(out.index_select(0, group.rows), lse.index_select(0, group.rows), o_g.float(), lse_g)
-        out.index_copy_(0, group.rows, o_m)
-        lse.index_copy_(0, group.rows, lse_m)
+        o_m, lse_m = merge_state(out.index_select(0, rows), lse.index_select(0, rows), o_g.float(), lse_g)
+        out.index_copy_(0, rows, o_m)
+        lse.index_copy_(0, rows, lse_m)
     return out.to(q.dtype)
+
+
+def _merge_groups_in_place(q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: CascadePlan,
+                           out: Tensor, lse: Tensor) -> Tensor:
+    """Parrot's CPU kernels: each group's queries over its blocks where they lie, merged
+    into the private level's out (q's dtype) and lse in place."""
+    block_size = k_cache.shape[1]
+    for group in plan.groups:
+        rows = group.row_slice if group.row_slice is not None else group.rows
+        o_g, lse_g = run_in_place(q[rows], k_cache, v_cache, group.blocks, group.blocks.numel() * block_size,
+                                  causal=False)
+        if group.row_slice is not None:  # one run of rows: contiguous views, merged where they are
+            torch.ops.parrot.merge_attention_state_(out[rows], lse[rows], o_g, lse_g)
+            continue
+        o_m, lse_m = out.index_select(0, rows), lse.index_select(0, rows)
+        torch.ops.parrot.merge_attention_state_(o_m, lse_m, o_g, lse_g)
+        out.index_copy_(0, rows, o_m)
+        lse.index_copy_(0, rows, lse_m)
+    return out

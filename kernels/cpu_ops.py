@@ -28,7 +28,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "elementwise.cpp")
+SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.cpp", "elementwise.cpp")
 _CSRC = Path(__file__).parent / "csrc"
 def cpu_supported() -> bool:
     """x86-64 with AVX2 and FMA (every kernel here is written for them)."""

@@ -1,6 +1,7 @@
 // The outer-product micro-kernel shared by the linear and the prefill attention (AVX2):
 // out[r, 0:16] (+)= sum_k x[r, k] * w[k, 0:16] for R <= 6 rows, w in fp32 or in bf16 (rows
-// of 16 stored in kUnpackOrder).
+// of 16 stored in kUnpackOrder). x[r, k] is x[r * ldx + k], or x[k * ldx + r] with XT (x
+// stored transposed, as the prefill attention's probabilities are).
 // `prefetch` (optional): memory the caller reads next, `prefetch_step` bytes of it touched
 // per k, so a compute-bound pass pulls the next weights in while it runs.
 #pragma once
@@ -19,7 +20,7 @@ static inline void load16(const float* p, __m256& b0, __m256& b1) {
 // stores then bound the loop. c<r>0 / c<r>1 hold row r's 16 outputs.
 #define PARROT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-template <int R, bool ACCUMULATE, typename W>
+template <int R, bool ACCUMULATE, bool XT = false, typename W>
 void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out, int64_t ldo,
                const char* prefetch = nullptr, int64_t prefetch_step = 0) {
 #define DECL(r)                                                                                   \
@@ -35,7 +36,7 @@ void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, 
     load16(w + k * ldw, b0, b1);
 #define STEP(r)                                                \
     if constexpr (R > r) {                                     \
-      __m256 a = _mm256_broadcast_ss(x + r * ldx + k);         \
+      __m256 a = _mm256_broadcast_ss(XT ? x + k * ldx + r : x + r * ldx + k); \
       c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);               \
       c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);               \
     }
@@ -52,20 +53,20 @@ void gemm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, 
 }
 
 // Any number of rows, in tiles of <= 6; the last tile's pass prefetches `prefetch`.
-template <bool ACCUMULATE, typename W>
+template <bool ACCUMULATE, bool XT = false, typename W>
 void gemm_rows(int64_t rows, const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out,
                int64_t ldo, const char* prefetch = nullptr, int64_t prefetch_step = 0) {
   for (int64_t r = 0; r < rows; r += 6) {
-    const float* xr = x + r * ldx;
+    const float* xr = XT ? x + r : x + r * ldx;
     float* o = out + r * ldo;
     const char* pf = r + 6 >= rows ? prefetch : nullptr;
     switch (std::min<int64_t>(6, rows - r)) {
-      case 1: gemm_tile<1, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
-      case 2: gemm_tile<2, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
-      case 3: gemm_tile<3, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
-      case 4: gemm_tile<4, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
-      case 5: gemm_tile<5, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
-      default: gemm_tile<6, ACCUMULATE>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 1: gemm_tile<1, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 2: gemm_tile<2, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 3: gemm_tile<3, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 4: gemm_tile<4, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      case 5: gemm_tile<5, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
+      default: gemm_tile<6, ACCUMULATE, XT>(xr, ldx, w, ldw, K, o, ldo, pf, prefetch_step); break;
     }
   }
 }

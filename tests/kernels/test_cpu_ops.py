@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from parrot_kernels import cpu_ops
+from parrot_kernels import cpu_ops, merge_state
 
 pytestmark = pytest.mark.skipif(not cpu_ops.load(), reason="Parrot CPU kernels not available here")
 ops = torch.ops.parrot
@@ -207,3 +207,40 @@ def test_unsupported_shapes_keep_the_eager_path():
     assert cpu_ops.supports_shape(576, 1536, 9, 3, 64)
     assert not cpu_ops.supports_shape(576, 1536, 9, 3, 72)  # head_dim % 16
     assert not cpu_ops.supports_shape(576, 1536, 32, 1, 64)  # 32 query heads per kv head
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32], ids=["bf16", "fp32"])
+def test_merge_attention_state_matches_the_torch_merge(dtype):
+    torch.manual_seed(5)
+    out, o_b = torch.randn(6, 3, 64).to(dtype), torch.randn(6, 3, 64).to(dtype)
+    lse, lse_b = torch.randn(6, 3) * 4, torch.randn(6, 3) * 4
+    lse[0, 0], lse_b[1, 1] = float("-inf"), float("-inf")  # an empty part weighs nothing
+    lse[2, 2] = lse_b[2, 2] = float("-inf")  # two empty parts stay empty, not NaN
+    want_out, want_lse = merge_state(out.float(), lse, o_b.float(), lse_b)
+    want_out[2, 2] = out[2, 2].float()
+    ops.merge_attention_state_(out, lse, o_b, lse_b)
+    bf16_close(out, want_out.to(dtype)) if dtype == BF16 else torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(lse, want_lse)
+    assert not torch.isnan(out).any()
+
+
+def test_merge_attention_state_propagates_nan():
+    out, lse = torch.zeros(1, 1, 64), torch.zeros(1, 1)
+    ops.merge_attention_state_(out, lse, torch.ones(1, 1, 64), torch.tensor([[float("nan")]]))
+    assert torch.isnan(out).all() and torch.isnan(lse).all()
+
+
+def test_prefill_kernel_key_splits_keep_nan_and_match_reference():
+    """Few queries over many keys split their keys across threads (merged by log-sum-exp)."""
+    torch.manual_seed(9)
+    k = torch.randn(80, 16, 3, 64, dtype=BF16)
+    v = torch.randn(80, 16, 3, 64, dtype=BF16)
+    q = torch.randn(2, 9, 64, dtype=BF16)
+    blocks = torch.randperm(80)[:70]
+    out, lse = ops.paged_prefill_attention(q, k, v, blocks, 1100, False, 0.125)
+    want_out, want_lse = reference_run(q, k, v, blocks, 1100, False)  # scale 1 / sqrt(64)
+    bf16_close(out, want_out)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
+    k[blocks[60], 5] = float("nan")  # a key in the last split only
+    out, _ = ops.paged_prefill_attention(q, k, v, blocks, 1100, False, 0.125)
+    assert torch.isnan(out).all()
