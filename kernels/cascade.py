@@ -189,8 +189,9 @@ def cascade_attention(
     group's queries attended against its shared blocks in one kernel call: read in place
     and merged in place by Parrot's CPU kernels, or (torch) the blocks gathered in one pass
     for all groups. Each level's output is rounded to q's dtype once (as FlashInfer's
-    cascade does); the merges run in float32. Workspaces: reusable gather buffers for the
-    private decode blocks and for `plan.shared_blocks`.
+    cascade does); the merges run in float32, the torch path's result rounded once at the
+    end, the in-place path's after each merge (as FlashInfer's in-place merge). Workspaces:
+    reusable gather buffers for the private decode blocks and for `plan.shared_blocks`.
     """
     out, lse = paged_attention(q, k_cache, v_cache, plan.private, True, private_workspace, use_fused)
     if not plan.groups:

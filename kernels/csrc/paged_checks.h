@@ -12,7 +12,8 @@ inline void check_paged_inputs(const at::Tensor& q, const at::Tensor& k_cache, c
   TORCH_CHECK(k_cache.scalar_type() == at::kBFloat16 && v_cache.scalar_type() == at::kBFloat16 &&
               k_cache.is_contiguous() && v_cache.is_contiguous(), "caches must be contiguous bf16");
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kFloat, "q must be bf16 or fp32");
-  TORCH_CHECK(q.size(1) % k_cache.size(2) == 0 && k_cache.size(3) == q.size(2), "unsupported head shape");
+  TORCH_CHECK(q.size(1) >= 1 && k_cache.size(2) >= 1 && q.size(1) % k_cache.size(2) == 0 && k_cache.size(3) == q.size(2),
+              "unsupported head shape");
 }
 
 // The first `n` block ids of a run all lie in the cache: the kernels trust them.

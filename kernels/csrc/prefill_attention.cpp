@@ -188,16 +188,18 @@ void merge_row(const Run& run, Parts parts, int64_t splits, int64_t at, T* out, 
   lse[at] = m + std::log(total);
 }
 
-// Key splits for `items` work items: enough for every thread to have two, each split at
-// least MIN_SPLIT_KEYS long and a whole number of chunks.
-int64_t choose_splits(int64_t items, int64_t kv_len) {
+// Keys per split for `items` work items: enough splits for every thread to have two, each
+// split a whole number of chunks and at least MIN_SPLIT_KEYS long (the last one may be
+// shorter); kv_len itself when one split serves.
+int64_t split_span(int64_t items, int64_t kv_len) {
   const int64_t want = (2 * at::get_num_threads() + items - 1) / items;
-  return std::max<int64_t>(1, std::min(want, kv_len / MIN_SPLIT_KEYS));
+  const int64_t splits = std::max<int64_t>(1, std::min(want, kv_len / MIN_SPLIT_KEYS));
+  return splits == 1 ? kv_len : ((kv_len + splits - 1) / splits + CK - 1) / CK * CK;
 }
 
 template <typename T>
-void run_items(const Run& run, const T* q, T* out, float* lse, int64_t tiles, int64_t splits, Parts parts) {
-  const int64_t per_split = (run.kv_len + splits - 1) / splits, span = (per_split + CK - 1) / CK * CK;
+void run_items(const Run& run, const T* q, T* out, float* lse, int64_t tiles, int64_t span, Parts parts) {
+  const int64_t splits = (run.kv_len + span - 1) / span;
   at::parallel_for(0, tiles * run.num_kv_heads * splits, 1, [&](int64_t i0, int64_t i1) {
     thread_local Tile tile;
     for (int64_t i = i0; i < i1; ++i) {
@@ -232,7 +234,8 @@ std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
   Run run{reinterpret_cast<const uint16_t*>(k_cache.data_ptr()), reinterpret_cast<const uint16_t*>(v_cache.data_ptr()),
           blocks.data_ptr<int64_t>(), bs, Hkv, D, kv_len, M, Hq, Hq / Hkv, causal, static_cast<float>(scale)};
   at::Tensor out = at::empty({M, Hq, D}, q.options()), lse = at::empty({M, Hq}, q.options().dtype(at::kFloat));
-  const int64_t tiles = (M + TQ - 1) / TQ, splits = choose_splits(tiles * Hkv, kv_len);
+  if (M == 0) return {out, lse};
+  const int64_t tiles = (M + TQ - 1) / TQ, span = split_span(tiles * Hkv, kv_len), splits = (kv_len + span - 1) / span;
   at::Tensor part_acc, part_stats;
   Parts parts{nullptr, nullptr, nullptr};
   if (splits > 1) {
@@ -240,9 +243,9 @@ std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
     parts = {part_acc.data_ptr<float>(), part_stats[0].data_ptr<float>(), part_stats[1].data_ptr<float>()};
   }
   if (q.scalar_type() == at::kFloat)
-    run_items(run, q.data_ptr<float>(), out.data_ptr<float>(), lse.data_ptr<float>(), tiles, splits, parts);
+    run_items(run, q.data_ptr<float>(), out.data_ptr<float>(), lse.data_ptr<float>(), tiles, span, parts);
   else
-    run_items(run, q.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(), lse.data_ptr<float>(), tiles, splits,
+    run_items(run, q.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(), lse.data_ptr<float>(), tiles, span,
               parts);
   return {out, lse};
 }

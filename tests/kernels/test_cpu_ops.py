@@ -244,3 +244,17 @@ def test_prefill_kernel_key_splits_keep_nan_and_match_reference():
     k[blocks[60], 5] = float("nan")  # a key in the last split only
     out, _ = ops.paged_prefill_attention(q, k, v, blocks, 1100, False, 0.125)
     assert torch.isnan(out).all()
+
+
+def test_prefill_kernel_wide_heads_fp32_queries_and_no_queries():
+    torch.manual_seed(11)
+    k = torch.randn(70, 16, 1, 128, dtype=BF16)  # head_dim 128, 16 query heads per kv head
+    v = torch.randn(70, 16, 1, 128, dtype=BF16)
+    q, blocks = torch.randn(3, 16, 128), torch.randperm(70)[:64]
+    out, lse = ops.paged_prefill_attention(q, k, v, blocks, 1000, True, 1 / math.sqrt(128))
+    want_out, want_lse = reference_run(q, k, v, blocks, 1000, True)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
+    out, lse = ops.paged_prefill_attention(q[:0], k, v, blocks, 1000, True, 0.1)
+    assert out.shape == (0, 16, 128) and lse.shape == (0, 16)
