@@ -35,6 +35,7 @@ from parrot.manager.prefix_pool import PrefixPool
 from parrot.manager.readiness import collect_ready
 from parrot.manager.scheduler import Scheduler
 from parrot.manager.session import Session
+from parrot.manager.variable import Variable
 from parrot.protocol.chat_render import chat_renderer
 from parrot.protocol.criteria import Criteria
 
@@ -163,12 +164,16 @@ class Manager:
             session.last_active = time.monotonic()
         return self._value(session, var_id)
 
-    async def stream_variable(self, session: Session, var_id: str,
-                              criteria: Criteria | None) -> AsyncIterator[tuple[str, str]]:
-        """("delta", text)... then ("done", value) or ("error", message)."""
+    def stream_variable(self, session: Session, var_id: str,
+                        criteria: Criteria | None) -> AsyncIterator[tuple[str, str]]:
+        """("delta", text)... then ("done", value) or ("error", message). An unknown
+        variable raises NotFound here, before any event."""
         session.touch(f"stream {var_id}")
-        var = session.graph.variable(var_id)
-        if request(session.graph, var_id, criteria):
+        return self._events(session, session.graph.variable(var_id), criteria)
+
+    async def _events(self, session: Session, var: Variable,
+                      criteria: Criteria | None) -> AsyncIterator[tuple[str, str]]:
+        if request(session.graph, var.id, criteria):
             self._kick()
         queue = var.subscribe()
         session.num_waiting += 1

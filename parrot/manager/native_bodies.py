@@ -179,5 +179,14 @@ class OpenSessionBody(Body):
         "answers that route's error plus session_id and token: the session stays open"))
 
 
+class StreamBody(Body):
+    """`POST .../variables/{vid}/stream`: the client's queued variables and calls, added
+    (variables first) before the stream opens, so submit and stream are one round trip."""
+
+    variables: Annotated[list[VariableSpec], Field(min_length=1)] | None = None
+    calls: Annotated[list[AnyCallSpec], Field(min_length=1,
+                                           max_length=MAX_CALLS_PER_REQUEST)] | None = None
+
+
 class SetVariableBody(Body):
     value: String

@@ -5,6 +5,7 @@ so `import parrot` stays light.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, AsyncIterator
 
@@ -41,22 +42,17 @@ class HttpClient:
                 raise ServerError.from_body(resp.status, body)
             return body
 
-    async def events(self, url: str, *, params: dict | None = None,
-                     headers: dict | None = None) -> AsyncIterator[tuple[str, Any]]:
-        """Server-sent events of a GET, as (event name, decoded JSON data) pairs."""
-        async with self._client().get(url, params=params, headers=headers) as resp:
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: str, *, json_body: Any = None,
+                     params: dict | None = None,
+                     headers: dict | None = None) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+        """Open a server-sent event stream: entered once the headers are in (a 4xx/5xx
+        raises ServerError here), it gives the (event name, decoded JSON data) pairs."""
+        async with self._client().request(method, url, json=json_body, params=params,
+                                          headers=headers) as resp:
             if resp.status >= 400:
                 raise ServerError.from_body(resp.status, _decode(await resp.text()))
-            event, data = "message", []
-            async for raw in resp.content:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-                elif not line and data:
-                    yield event, _decode("\n".join(data))
-                    event, data = "message", []
+            yield _events(resp)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -74,6 +70,19 @@ def shared_client() -> HttpClient:
 async def close_shared_client() -> None:
     if _shared is not None:
         await _shared.close()
+
+
+async def _events(resp) -> AsyncIterator[tuple[str, Any]]:
+    event, data = "message", []
+    async for raw in resp.content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif not line and data:
+            yield event, _decode("\n".join(data))
+            event, data = "message", []
 
 
 def _decode(text: str) -> Any:

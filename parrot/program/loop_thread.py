@@ -47,6 +47,9 @@ class LoopThread:
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn, *args)
+
     async def aiter(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Iterate, on the caller's loop, an async iterator that runs on the background loop."""
         caller = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ one round trip. A session that never needed the server sends nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 from contextvars import ContextVar, Token
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 _current: ContextVar["Session | None"] = ContextVar("parrot_session", default=None)
 _BATCH_PATHS = {"variables": "/variables", "calls": "/calls"}  # the kinds of an Op
+# A burst of calls waits this long before the background flush sends it: a `get` or
+# `stream` that follows its call at once (the usual case) carries the call itself, one
+# round trip instead of two.
+FLUSH_DELAY_S = 0.001
 
 
 def current_session() -> "Session":
@@ -180,8 +185,8 @@ class Session:
         with self._ops_lock:
             self._ops.append((kind, spec))
             schedule, self._is_flush_scheduled = not self._is_flush_scheduled, True
-        if schedule:  # one background flush per burst of calls
-            self.background.call_soon(self._flush_soon)
+        if schedule:  # one background flush per burst of calls, a moment later
+            self.background.call_later(FLUSH_DELAY_S, self._flush_soon)
 
     # -- background-loop coroutines ---------------------------------------------------------
     async def fetch(self, sv: SemanticVariable, criteria: Criteria | str,
@@ -208,18 +213,40 @@ class Session:
         if sv.value is not None:
             yield sv.value
             return
-        await self._flush()
-        url = f"{self.url}/v1/sessions/{self._id}/variables/{sv.id}/stream"
         params = {"criteria": Criteria.parse(criteria).value}
-        events = shared_client().events(url, params=params, headers=self._headers())
-        async for event, data in events:
-            if event == "delta":
-                yield data["text"]
-            elif event == "done":
-                sv._resolve(data["value"])
-                return
-            elif event == "error":
-                raise ServerError.from_body(int(data.get("status", 422)), data)
+        async with contextlib.AsyncExitStack() as stack:
+            async for event, data in await self._open_stream(stack, sv, params):
+                if event == "delta":
+                    yield data["text"]
+                elif event == "done":
+                    sv._resolve(data["value"])
+                    return
+                elif event == "error":
+                    raise ServerError.from_body(int(data.get("status", 422)), data)
+
+    async def _open_stream(self, stack: contextlib.AsyncExitStack, sv: SemanticVariable,
+                           params: dict) -> AsyncIterator[tuple[str, Any]]:
+        """`sv`'s event stream. In an open session the queued ops travel with it (POST), so
+        a call submitted and streamed costs one round trip; the flush lock is held until
+        the headers say the server has them, which keeps every later op behind them."""
+        if self._id is None:
+            await self._flush()  # opens the session (with what is queued)
+        url = f"{self.url}/v1/sessions/{self._id}/variables/{sv.id}/stream"
+        async with self._flush_lock:
+            with self._ops_lock:
+                ops, self._ops = self._ops, []
+            if self._error is not None:
+                raise self._error
+            if ops:
+                try:
+                    return await stack.enter_async_context(shared_client().stream(
+                        "POST", url, params=params, headers=self._headers(),
+                        json_body=opening_body(ops)))
+                except ServerError as e:  # as a refused flush: the session keeps the refusal
+                    self._error = e
+                    raise
+        return await stack.enter_async_context(
+            shared_client().stream("GET", url, params=params, headers=self._headers()))
 
     async def _flush(self) -> None:
         """Send every queued call and variable, in order (opening the session with them if it

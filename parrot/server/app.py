@@ -80,6 +80,7 @@ def add_native_routes(app: web.Application) -> None:
     app.router.add_put(variable, native_api.set_variable)
     app.router.add_get(variable, native_api.get_variable)
     app.router.add_get(variable + "/stream", native_api.stream_variable)
+    app.router.add_post(variable + "/stream", native_api.stream_variable)
     app.router.add_get(sessions + "/{sid}/graph", native_api.session_graph)
 
 

@@ -15,7 +15,9 @@ from aiohttp import web
 from parrot.manager import Manager, ManagerError
 from parrot.manager.call_spec import validated
 from parrot.manager.native_bodies import (DEFAULT_GET_TIMEOUT_S, MAX_GET_TIMEOUT_S, CallsBody,
-                                          OpenSessionBody, SetVariableBody, VariablesBody)
+                                          OpenSessionBody, SetVariableBody, StreamBody,
+                                          VariablesBody)
+from parrot.manager.session import Session
 from parrot.protocol.criteria import Criteria
 from parrot.server.errors import ApiError, error_body
 from parrot.server.keys import MANAGER
@@ -32,10 +34,7 @@ async def open_session(request: web.Request) -> web.Response:
     manager = _manager(request)
     session = manager.open_session(body.idle_timeout)
     try:
-        if body.variables is not None:
-            manager.add_variables(session, VariablesBody.model_construct(variables=body.variables))
-        if body.calls is not None:
-            manager.submit_calls(session, CallsBody.model_construct(calls=body.calls))
+        _add_graph(manager, session, body)
     except Exception:  # a refused batch (or a bug): the new session must not linger
         await manager.close_session(session, "opening request refused")
         raise
@@ -89,23 +88,39 @@ async def get_variable(request: web.Request) -> web.Response:
 
 
 async def stream_variable(request: web.Request) -> web.StreamResponse:
+    """GET: the variable's events. POST: first add the body's queued `variables` and `calls`
+    (the client's submit and stream in one round trip). The headers go out once the
+    variable is known (an unknown one is a plain 404), so a POST's sender learns at once
+    that its graph landed; everything after that is in-band."""
     session, var_id = request_session(request), request.match_info["vid"]
-    events = _manager(request).stream_variable(session, var_id, _criteria(request))
-    async with aclosing(events):
-        first = await anext(events)  # an unknown variable is still a plain 404 here
-        response = await open_stream(request)
-        try:
-            await response.write(_event(var_id, first))
+    manager, criteria = _manager(request), _criteria(request)
+    if request.method == "POST" and request.can_read_body:
+        _add_graph(manager, session, validated(StreamBody, await read_json_object(request)))
+    events = manager.stream_variable(session, var_id, criteria)  # unknown: 404
+    response = await open_stream(request)
+    try:
+        async with aclosing(events):
             async for event in events:
                 await response.write(_event(var_id, event))
-        except ConnectionResetError:  # the client left; the call itself keeps running
-            return response
+    except ConnectionResetError:  # the client left; the call itself keeps running
+        return response
+    except ManagerError as e:  # the headers are out: report it in-band
+        await response.write(event_bytes({**ApiError.from_manager(e).to_json(), "status": e.status},
+                                         "error"))
     await response.write_eof()
     return response
 
 
 async def session_graph(request: web.Request) -> web.Response:
     return web.json_response(_manager(request).graph_json(request_session(request)))
+
+
+def _add_graph(manager: Manager, session: Session, body: OpenSessionBody | StreamBody) -> None:
+    """A body's variables, then its calls (their references then resolve)."""
+    if body.variables is not None:
+        manager.add_variables(session, VariablesBody.model_construct(variables=body.variables))
+    if body.calls is not None:
+        manager.submit_calls(session, CallsBody.model_construct(calls=body.calls))
 
 
 def _event(var_id: str, event: tuple[str, str]) -> bytes:

@@ -71,6 +71,10 @@ OPERATIONS = [
     Op("/v1/sessions/{sid}/variables/{vid}/stream", "get", "stream a value (SSE events "
        "delta, done, error)", (400, 404), ok_type="text/event-stream",
        params=(SID, VID, CRITERIA), access="session"),
+    Op("/v1/sessions/{sid}/variables/{vid}/stream", "post", "add queued variables and calls, "
+       "then stream a value (submit and stream in one round trip)", SESS + (409, 429),
+       native.StreamBody, ok_type="text/event-stream", params=(SID, VID, CRITERIA),
+       access="session"),
     Op("/v1/sessions/{sid}/calls", "post", "submit calls (atomic)", SESS + (409, 429),
        native.CallsBody, answers.CallsAdded, params=(SID,), access="session"),
     Op("/v1/sessions/{sid}/graph", "get", "the session's graph", (404,),

@@ -143,3 +143,32 @@ async def test_tokens_and_isolation(client):
 async def test_idle_timeout_is_validated(client):
     resp = await client.post("/v1/sessions", json={"idle_timeout": -1})
     assert resp.status == 400 and (await resp.json())["error"]["param"] == "idle_timeout"
+
+
+async def test_a_stream_post_adds_its_graph_then_streams(client):
+    sid, auth = await open_session(client)
+    base = f"/v1/sessions/{sid}"
+    body = {"variables": [{"id": "q", "value": "why?"}], "calls": [llm("c", {"var": "q"}, "a")]}
+    resp = await client.post(f"{base}/variables/a/stream", json=body, headers=auth)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    text = await resp.text()
+    assert text.strip().split("\n\n")[-1].startswith("event: done")
+    status, graph = await call(client, "GET", f"{base}/graph", auth)
+    assert {c["id"]: c["state"] for c in graph["calls"]} == {"c": "done"}
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"calls": []}, 400, "'calls' must not be empty"),
+    ({"calls": [llm("c", {"var": "nowhere"}, "a")]}, 404, "nowhere"),  # as POST /calls
+    ({"variables": "nope"}, 400, "variables"),
+])
+async def test_a_bad_stream_post_is_refused_before_the_stream(client, body, status, needle):
+    sid, auth = await open_session(client)
+    base = f"/v1/sessions/{sid}"
+    resp = await client.post(f"{base}/variables/a/stream", json=body, headers=auth)
+    assert resp.status == status and needle in (await resp.json())["error"]["message"]
+    resp = await client.post(f"{base}/variables/missing/stream", headers=auth)
+    assert resp.status == 404 and "missing" in (await resp.json())["error"]["message"]
+    status, graph = await call(client, "GET", f"{base}/graph", auth)  # nothing was added
+    assert status == 200 and graph["calls"] == []
+    client.server.app[MANAGER].check_integrity()

@@ -166,3 +166,45 @@ async def test_an_eager_call_is_sent_at_once(served):
                 break
             await asyncio.sleep(0.01)
         assert log == [OPEN]
+
+
+async def test_a_call_streamed_in_an_open_session_is_one_request(served):
+    url, engine, manager, log = served
+    async with P.Session(url) as s:
+        await s.aopen()
+        first = summarize("a")
+        chunks = [piece async for piece in first.astream()]
+        assert "".join(chunks) == engine.alone(prompt("a"), 6)
+        second = summarize(first)  # wired to the first's output: its call travels the same way
+        assert "".join([piece async for piece in second.astream()]) == \
+            engine.alone(prompt("".join(chunks)), 6)
+        sid = s.id
+    stream = f"POST /v1/sessions/{sid}/variables/{{}}/stream"
+    assert log == [OPEN, stream.format(first.id), stream.format(second.id), f"DELETE /v1/sessions/{sid}"]
+    assert manager.sessions == {}
+    manager.check_integrity()
+
+
+async def test_calls_queued_behind_a_stream_keep_their_order(served):
+    url, engine, manager, _ = served
+    async with P.Session(url) as s:
+        await s.aopen()
+        first = summarize("a")
+        streaming = asyncio.ensure_future(first.aget())  # the stream POST carries `first`'s call
+        second = summarize(first)  # queued meanwhile: sent after the server has `first`
+        assert await second.aget() == engine.alone(prompt(await streaming), 6)
+    assert manager.sessions == {}
+
+
+async def test_a_refused_call_carried_by_a_stream_is_the_sessions_refusal(served):
+    url, engine, manager, log = served
+    with pytest.raises(P.ServerError) as err:
+        async with P.Session(url) as s:
+            await s.aopen()
+            async for _ in broken("q").astream():
+                pass
+    assert err.value.status == 400 and "invalid regex" in err.value.message
+    assert log[1].endswith("/stream") and manager.sessions == {}
+    async with P.Session(url):  # the server keeps serving
+        assert await summarize("b").aget() == engine.alone(prompt("b"), 6)
+    manager.check_integrity()
