@@ -50,11 +50,11 @@ class TorchAttentionBackend:
     DEFAULT_LIMITS = CascadeLimits(min_saved_tokens=2048)
     # With Parrot's CPU kernels nothing is gathered, and plain decode attention reads a
     # prefix its batch shares from cache after the first member, so the shared level (the
-    # prefill kernel over the group's queries) pays only for many members. Whole decode
-    # steps, SmolLM2 bf16, 2-core AVX2 EPYC, forks x shared tokens, plain / cascade:
-    # 8 x 700 0.85x, 16 x 1,000 0.93x, 16 x 4,000 0.95x, 32 x 512 0.98x, 24 x 2,000 1.04x,
-    # 32 x 1,024 1.08x, 32 x 2,000 1.13x (`parrot bench engine`'s shared-prefix step).
-    KERNEL_LIMITS = CascadeLimits(min_seqs=24, min_saved_tokens=30_000)
+    # prefill kernel over the group's queries, merged in place) pays only for many members.
+    # Whole decode steps, SmolLM2 bf16, 2-core AVX2 EPYC, forks x shared tokens, plain /
+    # cascade: 3 x 600 0.90x, 4 x 420 0.92x, 8 x 700 1.01x, 10 x 700 1.02x, 16 x 1,000
+    # 1.11x, 32 x 512 1.09x, 32 x 2,000 1.29x (`parrot bench engine`'s shared-prefix step).
+    KERNEL_LIMITS = CascadeLimits(min_seqs=12, min_saved_tokens=10_000)
 
     def __init__(
         self,

@@ -53,6 +53,8 @@ class LatencyProxy:
             await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # stop(): the connection ends here, not as an error
+            pass
         finally:
             self._tasks.discard(task)
             client_w.close()
