@@ -108,7 +108,7 @@ class AppPrefixes:
         earlier = [*samples, *(sp.tokens for sp in self.by_app.get(app, ()))]
         depth = min(len(tokens) - 1, max((common_prefix_len(tokens, s) for s in earlier),
                                          default=0))
-        depth -= depth % self._block_size()  # whole blocks: see _block_size
+        depth -= depth % self.block_size()  # whole blocks: see block_size
         if depth < self.min_tokens or not self._has_room(app, depth):
             samples.append(tokens)
             return None
@@ -116,11 +116,12 @@ class AppPrefixes:
         self.by_app.setdefault(app, []).append(sp)
         return sp
 
-    def _block_size(self) -> int:
-        """The engines' KV block size (1 when they do not say). An app prefix of whole blocks
-        is found entirely in the prefix cache once a call has computed its text, so its fill
-        finishes without a step, and its forks start one step sooner (a partial last block
-        would be recomputed first)."""
+    def block_size(self) -> int:
+        """The engines' KV block size (1 when they do not say). A shared prefix of whole
+        blocks is found entirely in the prefix cache once a call has computed its text, so
+        its fill finishes without a step, its forks start one step sooner (a partial last
+        block would be recomputed first), and the rest of each fork's prompt starts where
+        the engine's prefix cache can match it (after a partial block it cannot)."""
         if self._bs is None:
             self._bs = max(1, min(e.status().block_size or 1 for e in self.pool.engines))
         return self._bs
