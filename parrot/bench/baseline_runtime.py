@@ -88,7 +88,7 @@ class BaselineApp:
         self.samples.append(Sample(kind, handle.issued, result.first, result.end, tokens))
         return result.text
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Wait for every call issued (a workload may leave some unread)."""
         if self._tasks:
             await asyncio.gather(*self._tasks)
@@ -137,7 +137,7 @@ class BaselineRuntime:
         try:
             yield app
         finally:
-            await app.close()
+            await app.aclose()
 
     async def complete(self, prompt: str, sampling: dict) -> Result:
         body = {"prompt": prompt, "stream": True, "stream_options": {"include_usage": True},

@@ -60,6 +60,9 @@ class ManagerApp:
         self.samples.append(Sample(kind, start, first, self.clock.now(), tokens))
         return value
 
+    async def aclose(self) -> None:
+        await self.manager.close_session(self.session)
+
 
 class ManagerRuntime:
     mode = "parrot-in-process"

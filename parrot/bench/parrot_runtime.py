@@ -46,6 +46,9 @@ class ParrotApp:
         self.samples.append(Sample(kind, start, first, self.clock.now(), tokens))
         return "".join(pieces)
 
+    async def aclose(self) -> None:
+        await self.session.aclose()
+
 
 class ParrotRuntime:
     mode = "parrot"

@@ -9,9 +9,10 @@ the baseline runtime into OpenAI requests sent as soon as their inputs are back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, AsyncIterator, Callable, NamedTuple, Protocol
 
 from parrot.program import SemanticFunction
 from parrot.protocol.criteria import Criteria
@@ -80,6 +81,10 @@ class App(Protocol):
                     criteria: Criteria = Criteria.LATENCY) -> str:
         """The value, streamed; records a Sample from the handle's issue time."""
 
+    async def aclose(self) -> None:
+        """End the application's server state now (a Parrot session); leaving its scope
+        afterwards sends nothing."""
+
 
 class Runtime(Protocol):
     mode: str
@@ -87,6 +92,18 @@ class Runtime(Protocol):
 
     def app(self) -> AbstractAsyncContextManager[App]:
         """One application's scope (a Parrot session; nothing for the baseline)."""
+
+
+@contextlib.asynccontextmanager
+async def open_apps(runtime: Runtime, n: int) -> AsyncIterator[list[App]]:
+    """`n` independent applications of `runtime`, closed together at the end (as apps that
+    finish independently are: not one after another, each waiting for the last's close)."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened = [await stack.enter_async_context(runtime.app()) for _ in range(n)]
+        try:
+            yield opened
+        finally:  # the scopes then exit (in reverse order) with nothing left to send
+            await asyncio.gather(*(app.aclose() for app in opened), return_exceptions=True)
 
 
 def numbered(app: App, items: list[Any]) -> Any:

@@ -167,6 +167,13 @@ class GetSpec(Body):
     timeout: Number = Field(DEFAULT_GET_TIMEOUT_S, gt=0, le=MAX_GET_TIMEOUT_S)
 
 
+class StreamSpec(Body):
+    """Stream `var` (the stream route's criteria)."""
+
+    var: Annotated[String, Field(min_length=1)]
+    criteria: Literal["latency", "throughput"] | None = None
+
+
 class OpenSessionBody(Body):
     """Open a session; optionally add variables and calls and wait for a get."""
 
@@ -177,6 +184,9 @@ class OpenSessionBody(Body):
     get: GetSpec | None = Field(None, description=(
         "wait for this variable and answer its value with the session; a failed get "
         "answers that route's error plus session_id and token: the session stays open"))
+    stream: StreamSpec | None = Field(None, description=(
+        "answer an event stream of this variable instead: first a `session` event "
+        "(session_id, token, idle_timeout), then the stream route's events"))
 
 
 class StreamBody(Body):

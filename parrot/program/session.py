@@ -13,7 +13,9 @@ The active session is a contextvar, so concurrent asyncio tasks may use differen
 The session opens lazily, with the first operation that needs the server, and that request
 carries the queued graph. When that operation is a `get` of a variable that every queued call
 feeds, open, graph and `get` travel in ONE request (`upstream.py`): a one-call program costs
-one round trip. A session that never needed the server sends nothing.
+one round trip. A stream carries whatever is queued, and the opening if the session is not
+open yet, so a call submitted and streamed is one round trip too. A session that never
+needed the server sends nothing.
 """
 from __future__ import annotations
 
@@ -226,17 +228,18 @@ class Session:
 
     async def _open_stream(self, stack: contextlib.AsyncExitStack, sv: SemanticVariable,
                            params: dict) -> AsyncIterator[tuple[str, Any]]:
-        """`sv`'s event stream. In an open session the queued ops travel with it (POST), so
-        a call submitted and streamed costs one round trip; the flush lock is held until
-        the headers say the server has them, which keeps every later op behind them."""
-        if self._id is None:
-            await self._flush()  # opens the session (with what is queued)
-        url = f"{self.url}/v1/sessions/{self._id}/variables/{sv.id}/stream"
+        """`sv`'s event stream, carrying the queued ops (and the session's opening, if it is
+        not open yet): a call submitted and streamed costs one round trip. The flush lock is
+        held until the server has them (the headers; an opening's first event), which keeps
+        every later op behind them."""
         async with self._flush_lock:
             with self._ops_lock:
                 ops, self._ops = self._ops, []
             if self._error is not None:
                 raise self._error
+            if self._id is None:
+                return await self._open_streaming(stack, ops, {"var": sv.id, **params})
+            url = f"{self.url}/v1/sessions/{self._id}/variables/{sv.id}/stream"
             if ops:
                 try:
                     return await stack.enter_async_context(shared_client().stream(
@@ -247,6 +250,26 @@ class Session:
                     raise
         return await stack.enter_async_context(
             shared_client().stream("GET", url, params=params, headers=self._headers()))
+
+    async def _open_streaming(self, stack: contextlib.AsyncExitStack, ops: list[Op],
+                              stream: dict) -> AsyncIterator[tuple[str, Any]]:
+        """POST /v1/sessions with the queued `ops` and a `stream`: the session, its graph and
+        the stream in one request. Its first event names the session (read here, under the
+        caller's flush lock, so later ops find the session open)."""
+        try:
+            events = await stack.enter_async_context(shared_client().stream(
+                "POST", f"{self.url}/v1/sessions", json_body=self._opening(ops, stream=stream),
+                headers=self._headers()))
+        except ServerError as e:
+            self._adopt(e.body)  # an unknown variable still opened the session
+            if self._id is None:  # refused before it opened: nothing of it remains
+                self._error = e
+            raise
+        event, data = await anext(events)
+        if event != "session":
+            raise ServerError(502, f"expected the session event first, got {event!r}")
+        self._adopt(data)
+        return events
 
     async def _flush(self) -> None:
         """Send every queued call and variable, in order (opening the session with them if it
@@ -279,21 +302,24 @@ class Session:
 
     async def _open(self, ops: list[Op], get: dict | None = None) -> dict:
         """POST /v1/sessions with the queued `ops` (and a `get`): the session's first request."""
-        body: dict[str, Any] = opening_body(ops)
-        if self.idle_timeout is not None:
-            body["idle_timeout"] = self.idle_timeout
-        if get is not None:
-            body["get"] = get
         timeout = None if get is None else get["timeout"] + 30
         try:
             reply = await shared_client().request("POST", f"{self.url}/v1/sessions",
-                                                  json_body=body, headers=self._headers(),
-                                                  timeout=timeout)
+                                                  json_body=self._opening(ops, get=get),
+                                                  headers=self._headers(), timeout=timeout)
         except ServerError as e:
             self._adopt(e.body)  # a failed `get` still opened the session
             raise
         self._adopt(reply)
         return reply
+
+    def _opening(self, ops: list[Op], **extra: dict | None) -> dict[str, Any]:
+        """The body of `POST /v1/sessions`: the queued ops, the idle timeout, a get or stream."""
+        body: dict[str, Any] = opening_body(ops)
+        if self.idle_timeout is not None:
+            body["idle_timeout"] = self.idle_timeout
+        body.update({k: v for k, v in extra.items() if v is not None})
+        return body
 
     async def _open_with_get(self, sv: SemanticVariable, get: dict) -> dict | None:
         """Open, the queued graph and `get` of `sv` in one request, if this is the session's

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from parrot.manager import Manager, ManagerError
 from parrot.manager.call_spec import validated
 from parrot.manager.native_bodies import (DEFAULT_GET_TIMEOUT_S, MAX_GET_TIMEOUT_S, CallsBody,
                                           OpenSessionBody, SetVariableBody, StreamBody,
-                                          VariablesBody)
+                                          StreamSpec, VariablesBody)
 from parrot.manager.session import Session
 from parrot.protocol.criteria import Criteria
 from parrot.server.errors import ApiError, error_body
@@ -31,6 +32,8 @@ async def open_session(request: web.Request) -> web.Response:
     trip for a whole small program). A refused batch closes the new session again."""
     raw = await read_json_object(request) if request.can_read_body else {}
     body = validated(OpenSessionBody, raw)  # all checked before anything opens
+    if body.get is not None and body.stream is not None:
+        raise ApiError("give 'get' or 'stream', not both", param="stream")
     manager = _manager(request)
     session = manager.open_session(body.idle_timeout)
     try:
@@ -40,6 +43,8 @@ async def open_session(request: web.Request) -> web.Response:
         raise
     opened = {"session_id": session.id, "token": session.token,
               "idle_timeout": session.idle_timeout}
+    if body.stream is not None:
+        return await _stream_opened(request, manager, session, opened, body.stream)
     if body.get is None:
         return web.json_response(opened, status=201)
     wanted = body.get
@@ -97,7 +102,29 @@ async def stream_variable(request: web.Request) -> web.StreamResponse:
     if request.method == "POST" and request.can_read_body:
         _add_graph(manager, session, validated(StreamBody, await read_json_object(request)))
     events = manager.stream_variable(session, var_id, criteria)  # unknown: 404
+    return await _write_events(await open_stream(request), var_id, events)
+
+
+async def _stream_opened(request: web.Request, manager: Manager, session: Session, opened: dict,
+                         wanted: StreamSpec) -> web.StreamResponse:
+    """An opening request's stream: a `session` event, then the variable's events. An
+    unknown variable answers 404 plus the session's id (it stays open, as after a failed get)."""
+    try:
+        events = manager.stream_variable(session, wanted.var, Criteria.parse(wanted.criteria))
+    except ManagerError as e:
+        error = ApiError.from_manager(e)
+        return web.json_response({**error.to_json(), **opened}, status=error.status)
     response = await open_stream(request)
+    try:
+        await response.write(event_bytes(opened, "session"))
+    except ConnectionResetError:  # the client left without learning the session's id
+        await manager.close_session(session, "client disconnected")
+        return response
+    return await _write_events(response, wanted.var, events)
+
+
+async def _write_events(response: web.StreamResponse, var_id: str,
+                        events: AsyncIterator[tuple[str, str]]) -> web.StreamResponse:
     try:
         async with aclosing(events):
             async for event in events:

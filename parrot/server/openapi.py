@@ -56,8 +56,8 @@ OPERATIONS = [
     Op("/v1/models", "get", "the served model", (), answer=answers.ModelList),
     Op("/v1/parrot/render_chat", "post", "a chat's prompt text", (400, 413),
        openai.RenderChatBody, answers.RenderedChat),
-    Op("/v1/sessions", "post", "open a session; with variables, calls and a get: a whole "
-       "program in one request", (400, 404, 408, 409, 413, 422, 429, 503),
+    Op("/v1/sessions", "post", "open a session; with variables, calls and a get (or a "
+       "stream, answered as SSE after a `session` event): a whole program in one request", (400, 404, 408, 409, 413, 422, 429, 503),
        native.OpenSessionBody, answers.SessionOpened, ok=201),
     Op("/v1/sessions/{sid}", "delete", "close a session (cancels its calls)", (404,),
        answer=answers.SessionClosed, params=(SID,), access="session"),

@@ -172,3 +172,28 @@ async def test_a_bad_stream_post_is_refused_before_the_stream(client, body, stat
     status, graph = await call(client, "GET", f"{base}/graph", auth)  # nothing was added
     assert status == 200 and graph["calls"] == []
     client.server.app[MANAGER].check_integrity()
+
+
+async def test_an_opening_stream_names_the_session_first(client):
+    body = {"variables": [{"id": "q", "value": "why?"}], "calls": [llm("c", {"var": "q"}, "a")],
+            "stream": {"var": "a", "criteria": "latency"}}
+    resp = await client.post("/v1/sessions", json=body)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    blocks = (await resp.text()).strip().split("\n\n")
+    assert blocks[0].startswith("event: session") and blocks[-1].startswith("event: done")
+    opened = json.loads(blocks[0].split("\n")[1][6:])
+    auth = {"X-Parrot-Session-Token": opened["token"]}
+    status, graph = await call(client, "GET", f"/v1/sessions/{opened['session_id']}/graph", auth)
+    assert status == 200 and graph["calls"][0]["state"] == "done"
+
+
+async def test_bad_opening_streams_are_refused(client):
+    manager = client.server.app[MANAGER]
+    resp = await client.post("/v1/sessions", json={"stream": {"var": "x"}, "get": {"var": "x"}})
+    assert resp.status == 400 and "not both" in (await resp.json())["error"]["message"]
+    assert manager.sessions == {}
+    resp = await client.post("/v1/sessions", json={"stream": {"var": "nowhere"}})
+    body = await resp.json()  # an unknown variable: 404, and the session it opened stays
+    assert resp.status == 404 and "nowhere" in body["error"]["message"]
+    assert list(manager.sessions) == [body["session_id"]]
+    manager.check_integrity()

@@ -208,3 +208,30 @@ async def test_a_refused_call_carried_by_a_stream_is_the_sessions_refusal(served
     async with P.Session(url):  # the server keeps serving
         assert await summarize("b").aget() == engine.alone(prompt("b"), 6)
     manager.check_integrity()
+
+
+async def test_a_first_stream_opens_the_session_in_the_same_request(served):
+    url, engine, manager, log = served
+    async with P.Session(url) as s:
+        first = summarize("parrots talk")
+        chunks = [piece async for piece in first.astream()]
+        assert "".join(chunks) == engine.alone(prompt("parrots talk"), 6)
+        assert log == [OPEN] and s.id in manager.sessions  # the id came in the first event
+        second = summarize(first)  # now open: the next stream carries its call
+        streaming = second.astream()
+        assert "".join([piece async for piece in streaming]) == engine.alone(prompt("".join(chunks)), 6)
+        sid = s.id
+    assert log == [OPEN, f"POST /v1/sessions/{sid}/variables/{second.id}/stream", f"DELETE /v1/sessions/{sid}"]
+    assert manager.sessions == {}
+    manager.check_integrity()
+
+
+async def test_a_refused_opening_stream_leaves_no_session(served):
+    url, engine, manager, log = served
+    with pytest.raises(P.ServerError) as err:
+        async with P.Session(url):
+            async for _ in broken("q").astream():
+                pass
+    assert err.value.status == 400 and "invalid regex" in err.value.message
+    assert log == [OPEN] and manager.sessions == {}
+    manager.check_integrity()

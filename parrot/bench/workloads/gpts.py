@@ -7,12 +7,11 @@ prompt prefix; the baseline sends independent requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from typing import Any, ClassVar
 
 from parrot.bench import documents
-from parrot.bench.runtime import Runtime
+from parrot.bench.runtime import Runtime, open_apps
 from parrot.bench.workload import Workload, fixed_length
 from parrot.bench.workloads.shared_prompt import QUESTIONS
 
@@ -70,8 +69,7 @@ class Gpts(Workload):
         return self.size["requests"] * self.size["tokens"]
 
     async def run(self, runtime: Runtime, tag: str) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            apps = [await stack.enter_async_context(runtime.app()) for _ in self.personas]
+        async with open_apps(runtime, len(self.personas)) as apps:
 
             async def request(i: int, app_index: int, arrival: float) -> None:
                 app = apps[app_index]

@@ -9,12 +9,11 @@ treats both alike. Reported together: chat per-token latency and job completion 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, ClassVar
 
 import parrot as P
 from parrot.bench import documents
-from parrot.bench.runtime import App, Runtime, numbered
+from parrot.bench.runtime import App, Runtime, numbered, open_apps
 from parrot.bench.workload import Workload, fixed_length
 from parrot.bench.workloads import map_reduce
 from parrot.bench.workloads.shared_prompt import QUESTIONS
@@ -68,9 +67,7 @@ class Mixed(Workload):
         return len(self.jobs) * job + len(self.chats) * s["chat_tokens"]
 
     async def run(self, runtime: Runtime, tag: str) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            chat_app = await stack.enter_async_context(runtime.app())
-            job_apps = [await stack.enter_async_context(runtime.app()) for _ in self.jobs]
+        async with open_apps(runtime, 1 + len(self.jobs)) as (chat_app, *job_apps):
             jobs = [self._job(app, tag, arrival, chunks)
                     for app, (arrival, chunks) in zip(job_apps, self.jobs)]
             chats = [self._chat(chat_app, tag, arrival, message)
