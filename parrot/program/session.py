@@ -12,7 +12,7 @@ The active session is a contextvar, so concurrent asyncio tasks may use differen
 
 The session opens lazily, with the first operation that needs the server, and that request
 carries the queued graph. When that operation is a `get` of a variable that every queued call
-feeds, open, graph and `get` travel in ONE request (`upstream.py`): a one-call program costs
+feeds, open, graph and `get` travel in ONE request (`queued.py`): a one-call program costs
 one round trip. A stream carries whatever is queued, and the opening if the session is not
 open yet, so a call submitted and streamed is one round trip too. A session that never
 needed the server sends nothing.
