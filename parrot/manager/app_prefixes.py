@@ -117,11 +117,11 @@ class AppPrefixes:
         return sp
 
     def block_size(self) -> int:
-        """The engines' KV block size (1 when they do not say). A shared prefix of whole
-        blocks is found entirely in the prefix cache once a call has computed its text, so
-        its fill finishes without a step, its forks start one step sooner (a partial last
-        block would be recomputed first), and the rest of each fork's prompt starts where
-        the engine's prefix cache can match it (after a partial block it cannot)."""
+        """The engines' KV block size (1 when they do not say). An app prefix of whole blocks
+        is found entirely in the prefix cache once a call has computed its text, so its fill
+        finishes without a step, and its forks start one step sooner (a partial last block
+        would be recomputed first). (Session prefixes keep their partial last block: its
+        forks share it, which map-reduce's short prompts need.)"""
         if self._bs is None:
             self._bs = max(1, min(e.status().block_size or 1 for e in self.pool.engines))
         return self._bs

@@ -151,7 +151,6 @@ class Scheduler:
         """The shared prefix for a trie node: an existing one (of the session, or the app
         prefix `app`), a new child of one, or new."""
         depth = min([depth] + [len(seqs[i]) - 1 for i in members])  # each member fills >= 1
-        depth -= depth % self.apps.block_size()  # whole blocks (see AppPrefixes.block_size)
         if depth < self.min_shared_tokens:
             return None
         tokens = seqs[members[0]][:depth]
