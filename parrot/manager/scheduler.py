@@ -63,6 +63,15 @@ def prioritize(graph: Graph, calls: list[Call]) -> list[Call]:
                                         c.times["submitted"]))
 
 
+# A session prefix with at most this many ready members is cut to whole KV blocks: its
+# fill is then all prefix-cache hits when earlier calls computed its text (a multi-stage
+# program re-creates such prefixes stage after stage, each partial tail computed anew), and
+# each member's prompt continues where the cache can match it. More members share the
+# partial tail instead (each would recompute it): multi-agent 1,560 -> 1,330 prefill
+# tokens with the cut; map-reduce's 4 maps compute fewer tokens without it.
+WHOLE_BLOCKS_UP_TO = 2
+
+
 class Scheduler:
     def __init__(self, loads: list[int], tokenize: Callable[[str], list[int]],
                  apps: AppPrefixes, min_shared_tokens: int = 16,
@@ -151,6 +160,8 @@ class Scheduler:
         """The shared prefix for a trie node: an existing one (of the session, or the app
         prefix `app`), a new child of one, or new."""
         depth = min([depth] + [len(seqs[i]) - 1 for i in members])  # each member fills >= 1
+        if len(members) <= WHOLE_BLOCKS_UP_TO:
+            depth -= depth % self.apps.block_size()
         if depth < self.min_shared_tokens:
             return None
         tokens = seqs[members[0]][:depth]
