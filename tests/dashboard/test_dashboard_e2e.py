@@ -223,16 +223,21 @@ def lost_engine_url():
 
 
 def test_page_shows_a_lost_engine_with_its_error(lost_engine_url, browser):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{lost_engine_url}/dashboard#interval=0.2")
-    wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+    # the page re-renders every 0.2 s: a row found may be replaced before it is read, so
+    # each read is one poll of the wait, retried when the element went stale
+    wait = WebDriverWait(browser, 30, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#engines tr.engine-row")) == 2)
-    lost = browser.find_elements(By.CSS_SELECTOR, "#engines tr.engine-row.lost")
-    assert [row.get_attribute("data-engine") for row in lost] == ["1"]
-    assert "LOST" in lost[0].text and "engine lost: engine 1 (the actor died)" in lost[0].text
-    assert "1 lost" in browser.find_element(By.ID, "engine-model").text
+    lost = wait.until(lambda d: [(row.get_attribute("data-engine"), row.text) for row in
+                                 d.find_elements(By.CSS_SELECTOR, "#engines tr.engine-row.lost")])
+    assert [engine for engine, _ in lost] == ["1"]
+    assert "LOST" in lost[0][1] and "engine lost: engine 1 (the actor died)" in lost[0][1]
+    assert "1 lost" in wait.until(lambda d: d.find_element(By.ID, "engine-model").text)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-lost-engine.png"))
     browser.get("about:blank")  # close the page's event stream before the server stops
