@@ -205,7 +205,7 @@ def cascade_attention(
     k_all, v_all = k_all.flatten(0, 1), v_all.flatten(0, 1)  # [shared tokens, Hkv, D]
     for group in plan.groups:
         tokens = slice(group.offset * block_size, (group.offset + group.blocks.numel()) * block_size)
-        rows = group.row_slice if group.row_slice is not None else group.rows
+        rows = _query_rows(group)
         o_g, lse_g = visible_attention(q[rows], k_all[tokens], v_all[tokens], use_fused)
         if group.row_slice is not None:  # one run of rows: views, no gather or scatter
             out[rows], lse[rows] = merge_state(out[rows], lse[rows], o_g.float(), lse_g)
@@ -216,13 +216,18 @@ def cascade_attention(
     return out.to(q.dtype)
 
 
+def _query_rows(group: CascadeGroup) -> slice | Tensor:
+    """The group's query rows: one run of rows as a slice (views), else their indices."""
+    return group.row_slice if group.row_slice is not None else group.rows
+
+
 def _merge_groups_in_place(q: Tensor, k_cache: Tensor, v_cache: Tensor, plan: CascadePlan,
                            out: Tensor, lse: Tensor) -> Tensor:
     """Parrot's CPU kernels: each group's queries over its blocks where they lie, merged
     into the private level's out (q's dtype) and lse in place."""
     block_size = k_cache.shape[1]
     for group in plan.groups:
-        rows = group.row_slice if group.row_slice is not None else group.rows
+        rows = _query_rows(group)
         o_g, lse_g = run_in_place(q[rows], k_cache, v_cache, group.blocks, group.blocks.numel() * block_size,
                                   causal=False)
         if group.row_slice is not None:  # one run of rows: contiguous views, merged where they are
