@@ -9,7 +9,9 @@ from torch import Tensor
 
 from .batch import AttentionBatch
 from .cascade import CascadeLimits, CascadePlan, cascade_attention, plan_cascade
-from .paged_attention import BufferPool, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
+from .paged_attention import (
+    BufferPool, DecodeStep, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv,
+)
 
 
 class AttentionBackend(Protocol):
@@ -114,6 +116,14 @@ class TorchAttentionBackend:
         if self._slots is None:
             raise RuntimeError("prepare() must be called before forward()")
         return (*self._layers[layer], self._slots)
+
+    def decode_in_place(self) -> DecodeStep | None:
+        """The whole-step runner's inputs when the prepared step is a plain decode read in
+        place (every sequence one new token, no cascade group); else None."""
+        plan = self._plan
+        if self._slots is None or self._cascade is not None or not plan.in_place or plan.prefills or plan.decode is None:
+            return None
+        return DecodeStep(self.kv_cache, self._slots, plan.decode.tables, plan.decode.kv_lens)
 
     def attend(self, q: Tensor, layer: int) -> Tensor:
         """q: [T, Hq, D] -> [T, Hq, D] in q's dtype; this step's K/V already written."""

@@ -28,8 +28,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.cpp", "elementwise.cpp")
+SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.cpp", "elementwise.cpp",
+           "decode_step.cpp")
 _CSRC = Path(__file__).parent / "csrc"
+
+
 def cpu_supported() -> bool:
     """x86-64 with AVX2 and FMA (every kernel here is written for them)."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -43,7 +46,7 @@ def cpu_supported() -> bool:
 
 def _build_tag() -> str:
     h = hashlib.sha256()
-    for name in SOURCES + ("vec.h", "gemm_tile.h", "paged_checks.h"):
+    for name in SOURCES + ("vec.h", "gemm_tile.h", "paged_checks.h", "ops.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     try:

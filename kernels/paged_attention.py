@@ -32,6 +32,16 @@ class DecodePlan(NamedTuple):
         return self.tables is not None
 
 
+class DecodeStep(NamedTuple):
+    """A plain decode step's attention inputs for the whole-step runner
+    (`parrot.decode_layers`): the whole cache and this step's metadata, read in place."""
+
+    kv_cache: Tensor  # [layers, 2, blocks, block_size, Hkv, D]
+    slots: Tensor  # [T] long: each new token's cache slot
+    block_tables: Tensor  # [T, max_blocks] int32
+    kv_lens: Tensor  # [T] int32
+
+
 class PrefillSeq(NamedTuple):
     """One sequence with q_len > 1, attended on its own (compute-bound)."""
 

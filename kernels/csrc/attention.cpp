@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops.h"
 #include "paged_checks.h"
 #include "vec.h"
 

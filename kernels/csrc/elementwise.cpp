@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "ops.h"
 #include "vec.h"
 
 namespace parrot {

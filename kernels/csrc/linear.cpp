@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gemm_tile.h"
+#include "ops.h"
 
 namespace parrot {
 namespace {

@@ -37,7 +37,7 @@ class EngineConfig:
     enable_cascade: bool = True
     # A shared prefix is read once per group only where that saves >= this many token
     # reads per layer ((sharers - 1) * shared tokens); None: the attention backend's default
-    # (on CPU 30,000 and >= 24 sharers with the CPU kernels, 2,048 eager, both measured; every
+    # (on CPU 10,000 and >= 12 sharers with the CPU kernels, 2,048 eager, both measured; every
     # shared block on CUDA).
     cascade_min_saved_tokens: int | None = None
     num_threads: int | None = None  # torch intra-op threads; None = all cores
@@ -46,6 +46,9 @@ class EngineConfig:
     # The fused CPU kernels (parrot_kernels.cpu_ops: AVX2, bf16); False: the eager torch
     # reference path everywhere.
     cpu_kernels: bool = True
+    # With the CPU kernels, plain decode steps run every layer in one C++ call; False: layer
+    # by layer from Python (the runner's reference, same kernels).
+    decode_runner: bool = True
     linear_kernel: str = "auto"  # auto | parrot | onednn | torch: the bf16 CPU projections
 
     def __post_init__(self) -> None:

@@ -201,3 +201,27 @@ def test_random_forests_plan_integrity_and_match(seed):
     pruned.check_integrity(batch, bs)
     assert all((len(g.seq_ids) - 1) * g.blocks.numel() * bs >= min_saved for g in pruned.groups)
     check(batch, random_cache(1, 2000, bs, 2, HEAD_DIM, torch.float32, seed), 4, torch.float32, min_saved=min_saved)
+
+
+@pytest.mark.parametrize("enable_cascade,use_kernels,expect", [
+    (True, True, False),  # the step has a group: cascade stays in Python
+    (False, True, True),  # plain decode read in place: the whole-step runner's case
+    (False, False, False),  # gathered decode: no kernels, no runner
+])
+def test_only_a_plain_in_place_decode_step_offers_the_runner_its_inputs(enable_cascade, use_kernels, expect):
+    bs = 4
+    decodes = [(2 * bs, [(3, 1), (5, 1), (1, 1)])]  # three decodes forked from one prompt
+    batch = forked_batch(decodes, bs, BlockPool(40, random.Random(0)))
+    cache = random_cache(2, 40, bs, 2, HEAD_DIM, torch.bfloat16)
+    backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits(),
+                                    use_kernels=use_kernels)
+    backend.prepare(batch)
+    assert backend.is_cascade_step == enable_cascade
+    step = backend.decode_in_place()
+    assert (step is not None) == expect
+    if step is not None:
+        assert step.kv_cache is cache and step.slots.tolist() == backend.kv_target(0)[2].tolist()
+        assert step.kv_lens.tolist() == batch.kv_lens and step.block_tables.shape[0] == 3
+    with_prefill = forked_batch([(2 * bs, [(3, 1), (5, 2)])], bs, BlockPool(40, random.Random(0)))
+    backend.prepare(with_prefill)
+    assert backend.decode_in_place() is None

@@ -1,0 +1,30 @@
+// The kernels' entry points, declared once: the torch.ops registrations and C++ callers (the
+// whole decode step in decode_step.cpp) use the same functions.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace parrot {
+
+// linear.cpp: y = x @ W^T (+ bias), W prepacked by pack_linear_weight as [ceil(N / 16), K, 16].
+at::Tensor pack_linear_weight(const at::Tensor& weight);
+at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,
+                         const c10::optional<at::Tensor>& bias);
+
+// elementwise.cpp: RMS norm (residual += x in place first, when given), SiLU(gate) * up, and
+// RoPE on q and k with k and v written into the paged cache.
+at::Tensor rms_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual, const at::Tensor& weight,
+                    double eps);
+at::Tensor silu_mul(const at::Tensor& gate_up);
+at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& positions, const at::Tensor& cos_sin,
+                         const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& slots,
+                         int64_t num_heads);
+
+// attention.cpp: one query per sequence over its paged KV, read in place -> (out, lse).
+std::tuple<at::Tensor, at::Tensor> paged_decode_attention(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+    const at::Tensor& block_tables, const at::Tensor& kv_lens, double scale);
+
+}  // namespace parrot
