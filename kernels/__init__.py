@@ -9,7 +9,7 @@ from .attention_ops import causal_mask, decode_attention, prefill_attention, vis
 from .backend import AttentionBackend, TorchAttentionBackend, make_backend
 from .batch import AttentionBatch
 from .cascade import CascadeGroup, CascadeLimits, CascadePlan, cascade_attention, find_groups, merge_state, plan_cascade
-from .paged_attention import BufferPool, DecodeStep, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
+from .paged_attention import BufferPool, InPlaceStep, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv
 
 __all__ = [
     "AttentionBackend",
@@ -18,8 +18,8 @@ __all__ = [
     "CascadeGroup",
     "CascadeLimits",
     "CascadePlan",
-    "DecodeStep",
     "GatherWorkspace",
+    "InPlaceStep",
     "PagedPlan",
     "TorchAttentionBackend",
     "cascade_attention",

@@ -10,7 +10,7 @@ from torch import Tensor
 from .batch import AttentionBatch
 from .cascade import CascadeLimits, CascadePlan, cascade_attention, plan_cascade
 from .paged_attention import (
-    BufferPool, DecodeStep, GatherWorkspace, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv,
+    BufferPool, DecodePlan, GatherWorkspace, InPlaceStep, PagedPlan, paged_attention, plan_paged, slot_mapping, write_kv,
 )
 
 
@@ -33,6 +33,10 @@ class AttentionBackend(Protocol):
         """q: [T, Hq, D]; k, v: [T, Hkv, D]. Writes k/v into kv_cache[layer] at the new
         tokens' slots, then returns the attention output [T, Hq, D] in q's dtype."""
         ...
+
+
+_NO_DECODES = DecodePlan(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), None, 0,
+                         torch.empty(0, 0, dtype=torch.int32), torch.empty(0, dtype=torch.int32))
 
 
 class TorchAttentionBackend:
@@ -117,13 +121,18 @@ class TorchAttentionBackend:
             raise RuntimeError("prepare() must be called before forward()")
         return (*self._layers[layer], self._slots)
 
-    def decode_in_place(self) -> DecodeStep | None:
-        """The whole-step runner's inputs when the prepared step is a plain decode read in
-        place (every sequence one new token, no cascade group); else None."""
+    def in_place_step(self) -> InPlaceStep | None:
+        """The whole-step runner's inputs when the prepared step reads the cache in place
+        with no cascade group (decodes and prefill chunks alike); else None."""
         plan = self._plan
-        if self._slots is None or self._cascade is not None or not plan.in_place or plan.prefills or plan.decode is None:
+        if self._slots is None or self._cascade is not None or not plan.in_place:
             return None
-        return DecodeStep(self.kv_cache, self._slots, plan.decode.tables, plan.decode.kv_lens)
+        decode, prefills = plan.decode, plan.prefills
+        if decode is None:
+            decode = _NO_DECODES
+        return InPlaceStep(self.kv_cache, self._slots, decode.rows, decode.tables, decode.kv_lens,
+                           [p.row_start for p in prefills], [p.q_len for p in prefills],
+                           [p.kv_len for p in prefills], [p.blocks for p in prefills])
 
     def attend(self, q: Tensor, layer: int) -> Tensor:
         """q: [T, Hq, D] -> [T, Hq, D] in q's dtype; this step's K/V already written."""

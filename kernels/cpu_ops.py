@@ -29,7 +29,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.cpp", "elementwise.cpp",
-           "decode_step.cpp")
+           "decoder_layers.cpp")
 _CSRC = Path(__file__).parent / "csrc"
 
 

@@ -32,14 +32,20 @@ class DecodePlan(NamedTuple):
         return self.tables is not None
 
 
-class DecodeStep(NamedTuple):
-    """A plain decode step's attention inputs for the whole-step runner
-    (`parrot.decode_layers`): the whole cache and this step's metadata, read in place."""
+class InPlaceStep(NamedTuple):
+    """A step's attention inputs for the whole-step runner (`parrot.decoder_layers`) when
+    every row reads the cache in place and no cascade group is planned: the whole cache,
+    the new tokens' slots, the decode rows with their block tables, the prefill chunks."""
 
     kv_cache: Tensor  # [layers, 2, blocks, block_size, Hkv, D]
     slots: Tensor  # [T] long: each new token's cache slot
-    block_tables: Tensor  # [T, max_blocks] int32
-    kv_lens: Tensor  # [T] int32
+    decode_rows: Tensor  # [B] long: the decode sequences' rows (0..T-1 when all are decodes)
+    block_tables: Tensor  # [B, max_blocks] int32
+    kv_lens: Tensor  # [B] int32
+    prefill_starts: list[int]  # each prefill chunk's first row
+    prefill_lens: list[int]  # its new tokens
+    prefill_kv_lens: list[int]  # its keys (cached and new)
+    prefill_blocks: list[Tensor]  # its blocks, long
 
 
 class PrefillSeq(NamedTuple):

@@ -1,5 +1,5 @@
-// The kernels' entry points, declared once: the torch.ops registrations and C++ callers (the
-// whole decode step in decode_step.cpp) use the same functions.
+// The kernels' entry points, declared once: the torch.ops registrations and C++ callers (a
+// whole step's layers in decoder_layers.cpp) use the same functions.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -26,5 +26,11 @@ at::Tensor rope_write_kv(const at::Tensor& qkv, const at::Tensor& positions, con
 std::tuple<at::Tensor, at::Tensor> paged_decode_attention(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
     const at::Tensor& block_tables, const at::Tensor& kv_lens, double scale);
+
+// prefill_attention.cpp: M queries over kv_len keys in `blocks`, read in place (causal: the
+// queries are the last M positions) -> (out, lse).
+std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& blocks,
+    int64_t kv_len, bool causal, double scale);
 
 }  // namespace parrot

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "gemm_tile.h"
+#include "ops.h"
 #include "paged_checks.h"
 
 namespace parrot {

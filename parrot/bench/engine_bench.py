@@ -49,7 +49,7 @@ async def measure_engine(args) -> dict:
     engine = await Engine(EngineConfig(dtype=args.dtype, kv_memory_gb=args.kv_memory_gb,
                                        quantization=args.quantization,
                                        cpu_kernels=not args.no_cpu_kernels,
-                                       decode_runner=not args.no_decode_runner)).start()
+                                       step_runner=not args.no_step_runner)).start()
     out = {"model": engine.model_name, "num_blocks": engine.stats().num_blocks,
            "kernels": engine.runner.model.uses_kernels, "linear": _linear_kind(engine.runner.model)}
     out["prefill_tok_s"] = await _prefill_rate(engine, args.prefill_len)
@@ -279,8 +279,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shared-prefix", action="store_true",
                    help="skip the 32-forks decode step, cascade vs plain attention")
     p.add_argument("--no-cpu-kernels", action="store_true", help="the eager torch reference path")
-    p.add_argument("--no-decode-runner", action="store_true",
-                   help="decode steps layer by layer from Python (the same kernels; to compare)")
+    p.add_argument("--no-step-runner", action="store_true",
+                   help="steps layer by layer from Python (the same kernels; to compare)")
     p.add_argument("--cold-start", action="store_true", help="also time a start that compiles the CPU kernels")
     p.add_argument("--json", help="also write the results here")
 

@@ -49,8 +49,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                    "CPU kernels, 2048 eager; every shared block on CUDA)")
     g.add_argument("--no-cpu-kernels", action="store_true",
                    help="the eager torch reference path instead of Parrot's fused CPU kernels")
-    g.add_argument("--no-decode-runner", action="store_true",
-                   help="run decode steps layer by layer from Python instead of one C++ call per step "
+    g.add_argument("--no-step-runner", action="store_true",
+                   help="run each step layer by layer from Python instead of one C++ call per step "
                    "(the same CPU kernels; to compare)")
     g.add_argument("--linear-kernel", choices=("auto", "parrot", "onednn", "torch"),
                    help="bf16 CPU projections: auto (oneDNN where it packs bf16, i.e. AVX-512/AMX, "
@@ -75,7 +75,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     config.enable_prefix_caching = not args.no_prefix_caching
     config.enable_cascade = not getattr(args, "no_cascade", False)
     config.cpu_kernels = not getattr(args, "no_cpu_kernels", False)
-    config.decode_runner = not getattr(args, "no_decode_runner", False)
+    config.step_runner = not getattr(args, "no_step_runner", False)
     return config
 
 

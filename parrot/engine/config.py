@@ -46,9 +46,9 @@ class EngineConfig:
     # The fused CPU kernels (parrot_kernels.cpu_ops: AVX2, bf16); False: the eager torch
     # reference path everywhere.
     cpu_kernels: bool = True
-    # With the CPU kernels, plain decode steps run every layer in one C++ call; False: layer
-    # by layer from Python (the runner's reference, same kernels).
-    decode_runner: bool = True
+    # With the CPU kernels, a step with no cascade group runs every layer in one C++ call;
+    # False: layer by layer from Python (the runner's reference, same kernels).
+    step_runner: bool = True
     linear_kernel: str = "auto"  # auto | parrot | onednn | torch: the bf16 CPU projections
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parrot.engine.config import ModelConfig
-from parrot_kernels import DecodeStep
+from parrot_kernels import InPlaceStep
 
 
 class Attention(Protocol):
@@ -225,14 +225,14 @@ class FusedAttention(Attention, Protocol):
         """Attention of q [T, Hq, D] over the cache, the new K/V already written."""
         ...
 
-    def decode_in_place(self) -> DecodeStep | None:
-        """This step's whole-cache inputs when it is a plain decode read in place (one new
-        token per sequence, no cascade group); None for any other step."""
+    def in_place_step(self) -> InPlaceStep | None:
+        """This step's whole-cache inputs when every row reads the cache in place and no
+        cascade group is planned; None for any other step."""
         ...
 
 
-class DecodeStack(NamedTuple):
-    """The weights `parrot.decode_layers` runs: per layer input norm, qkv, o, post-attention
+class LayerStack(NamedTuple):
+    """The weights `parrot.decoder_layers` runs: per layer input norm, qkv, o, post-attention
     norm, gate_up, down (packed for Parrot's kernel), then the final norm."""
 
     weights: list[torch.Tensor]
@@ -241,10 +241,11 @@ class DecodeStack(NamedTuple):
 
 class LlamaModel(nn.Module):
     uses_kernels = False
-    # plain decode steps run every layer in one C++ call (`parrot.decode_layers`) where the
-    # weights allow it; False: layer by layer from Python (the runner's reference)
-    decode_runner = False
-    _stack: DecodeStack | None = None
+    # a step that reads the cache in place with no cascade group runs every layer in one C++
+    # call (`parrot.decoder_layers`) where the weights allow it; False: layer by layer from
+    # Python (the runner's reference)
+    step_runner = False
+    _stack: LayerStack | None = None
 
     def __init__(self, cfg: ModelConfig, max_len: int):
         super().__init__()
@@ -266,12 +267,12 @@ class LlamaModel(nn.Module):
         return self.norm(x)
 
     def _forward_fused(self, x: torch.Tensor, positions: torch.Tensor, attn: "FusedAttention") -> torch.Tensor:
-        step = attn.decode_in_place() if self.decode_runner else None
-        stack = self._decode_stack() if step is not None else None
+        step = attn.in_place_step() if self.step_runner else None
+        stack = self._layer_stack() if step is not None else None
         if stack is not None:
-            return torch.ops.parrot.decode_layers(
-                x, stack.weights, stack.out_features, positions, self.rope.cos_sin, step.kv_cache, step.slots,
-                step.block_tables, step.kv_lens, self.config.num_heads, self.norm.eps)
+            return torch.ops.parrot.decoder_layers(
+                x, stack.weights, stack.out_features, positions, self.rope.cos_sin, *step,
+                self.config.num_heads, self.norm.eps)
         rope, residual = FusedRope(positions, self.rope.cos_sin), None
         for layer in self.layers:
             x, residual = layer.fused(x, residual, rope, attn)
@@ -282,14 +283,14 @@ class LlamaModel(nn.Module):
             return self.lm_head.packed[input_ids // 16, :, self._packed_lane[input_ids % 16]]
         return self.embed_tokens(input_ids)
 
-    def use_kernels(self, decode_runner: bool = True) -> None:
+    def use_kernels(self, step_runner: bool = True) -> None:
         """Run the fused CPU kernels (bf16; `parrot_kernels.cpu_ops` loaded). The eager
         path above stays the reference (and serves every other dtype and device).
-        `decode_runner`: plain decode steps in one C++ call (see `decode_layers`)."""
+        `step_runner`: a step's layers in one C++ call where it can (see `decoder_layers`)."""
         self.uses_kernels = True
-        self.decode_runner = decode_runner
+        self.step_runner = step_runner
 
-    def _decode_stack(self) -> DecodeStack | None:
+    def _layer_stack(self) -> LayerStack | None:
         """The runner's weights, gathered once; None where a projection is not packed for
         Parrot's kernel, has a bias or an int8 copy (those keep the layer-by-layer path)."""
         if self._stack is None:
@@ -297,10 +298,10 @@ class LlamaModel(nn.Module):
                        lay.post_attention_layernorm, lay.mlp.gate_up_proj, lay.mlp.down_proj) for lay in self.layers]
             linears = [m for parts in layers for m in parts if isinstance(m, Linear)]
             if any(m.packed_for != "parrot" or m.bias is not None or m.qweight is not None for m in linears):
-                self.decode_runner = False
+                self.step_runner = False  # asked once: the weights do not change
                 return None
             weights = [m.packed if isinstance(m, Linear) else m.weight for parts in layers for m in parts]
-            self._stack = DecodeStack(weights + [self.norm.weight], [m.out_features for m in linears[:4]])
+            self._stack = LayerStack(weights + [self.norm.weight], [m.out_features for m in linears[:4]])
         return self._stack
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

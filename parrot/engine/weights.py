@@ -34,10 +34,10 @@ def load_hf_config(model_dir: Path) -> ModelConfig:
 
 def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: str, max_len: int,
                progress: bool = True, int8_decode: bool = False, cpu_kernels: bool = True,
-               linear_kernel: str = "auto", decode_runner: bool = True) -> LlamaModel:
+               linear_kernel: str = "auto", step_runner: bool = True) -> LlamaModel:
     """`cpu_kernels`: run the fused CPU kernels where they serve (bf16 on an AVX2 CPU);
-    `linear_kernel`: auto | parrot | onednn | torch (see `packing_for`); `decode_runner`:
-    plain decode steps in one C++ call where the kernels run."""
+    `linear_kernel`: auto | parrot | onednn | torch (see `packing_for`); `step_runner`:
+    a step's layers in one C++ call where the kernels run."""
     with torch.device("meta"):
         model = LlamaModel(cfg, max_len)
     model = model.to_empty(device=device)
@@ -60,7 +60,7 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
         cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
     ) and cpu_ops.usable_for(dtype, device)
     if kernels:
-        model.use_kernels(decode_runner)
+        model.use_kernels(step_runner)
     kind = packing_for(dtype, device, kernels, linear_kernel)
     if kind is not None:
         model.pack_weights(kind, int8_decode)

@@ -160,33 +160,48 @@ def test_a_tied_table_packed_by_the_kernel_serves_embeddings_exactly(tmp_path, s
     assert torch.equal(model.embed(ids), table[ids])
 
 
-def batched_decode(model, cfg, prompts: list[list[int]], steps: int, block_size: int = 16):
-    """Prefill each prompt alone, then `steps` decode steps of all of them in one batch
-    (each step feeds token 100 + step): (the decode logits [steps * B, vocab], the cache)."""
-    blocks_each = -(-(max(map(len, prompts)) + steps) // block_size)
-    kv = torch.zeros(cfg.num_layers, 2, blocks_each * len(prompts), block_size, cfg.num_kv_heads, cfg.head_dim,
+# Steps of three sequences (A: 40-token prompt, B: 5, C: 17 in two chunks): a prefill alone,
+# decodes next to prefill chunks before and after them, a chunk whose keys are partly cached,
+# plain decode steps. Each entry: (sequence, new tokens).
+RUNNER_STEPS = [
+    [(0, 40)],
+    [(0, 1), (1, 5)],
+    [(2, 10), (0, 1), (1, 1)],
+    [(0, 1), (2, 7), (1, 1)],
+    [(0, 1), (1, 1), (2, 1)],
+    [(2, 1), (0, 1), (1, 1)],
+]
+
+
+def run_steps(model, cfg, steps, block_size: int = 16):
+    """Run `steps` (lists of (sequence, new tokens)) through a kernels backend; returns the
+    logits of every row of every step [rows, vocab] and the cache."""
+    num_seqs = 1 + max(seq for step in steps for seq, _ in step)
+    fed = [0] * num_seqs
+    blocks_each = 8
+    kv = torch.zeros(cfg.num_layers, 2, blocks_each * num_seqs, block_size, cfg.num_kv_heads, cfg.head_dim,
                      dtype=model.norm.weight.dtype)
     backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
-    tables = [list(range(i * blocks_each, (i + 1) * blocks_each)) for i in range(len(prompts))]
+    tables = [list(range(i * blocks_each, (i + 1) * blocks_each)) for i in range(num_seqs)]
     out = []
     with torch.inference_mode():
-        for prompt, table in zip(prompts, tables):
-            backend.prepare(AttentionBatch([len(prompt)], [len(prompt)], [table]))
-            assert backend.decode_in_place() is None  # a prefill is not a plain decode step
-            model(torch.tensor(prompt), torch.arange(len(prompt)), backend)
-        for step in range(steps):
-            lens = [len(p) + step + 1 for p in prompts]
-            backend.prepare(AttentionBatch([1] * len(prompts), lens, tables))
-            assert backend.decode_in_place() is not None
-            ids, positions = torch.full((len(prompts),), 100 + step), torch.tensor(lens) - 1
-            out.append(model.compute_logits(model(ids, positions, backend)))
+        for step in steps:
+            ids, positions = [], []
+            for seq, n in step:
+                positions += range(fed[seq], fed[seq] + n)
+                ids += [(7 * seq + 3 * p) % 500 + 1 for p in range(fed[seq], fed[seq] + n)]
+                fed[seq] += n
+            backend.prepare(AttentionBatch([n for _, n in step], [fed[seq] for seq, _ in step],
+                                           [tables[seq] for seq, _ in step]))
+            assert backend.in_place_step() is not None
+            out.append(model.compute_logits(model(torch.tensor(ids), torch.tensor(positions), backend)))
     return torch.cat(out), kv
 
 
-def test_the_decode_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_path, smollm_dir, monkeypatch):
-    """`parrot.decode_layers` (a plain decode step's layers in one C++ call) runs the same
-    kernels in the same order as the Python path: identical logits and KV cache, bit for
-    bit, for a batch of sequences of different lengths (GQA 2 query heads per kv head)."""
+def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_path, smollm_dir, monkeypatch):
+    """`parrot.decoder_layers` (a step's layers in one C++ call) runs the same kernels in the
+    same order as the Python path: identical logits and KV cache, bit for bit, for prefill
+    chunks, decodes next to them and plain decode steps (GQA: 2 query heads per kv head)."""
     from parrot_kernels import cpu_ops
 
     if not cpu_ops.load():
@@ -195,21 +210,21 @@ def test_the_decode_runner_computes_exactly_what_the_layer_by_layer_path_does(tm
     cfg = load_hf_config(path)
     model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
     calls = []
-    runner = torch.ops.parrot.decode_layers
-    monkeypatch.setattr(torch.ops.parrot, "decode_layers", lambda *a: calls.append(1) or runner(*a))
-    prompts = [list(range(5, 45)), list(range(7, 12)), list(range(3, 20))]
-    assert model.decode_runner
-    fast, fast_kv = batched_decode(model, cfg, prompts, steps=4)
-    assert len(calls) == 4  # every decode step, and only those, ran in one call
-    model.decode_runner = False
-    slow, slow_kv = batched_decode(model, cfg, prompts, steps=4)
-    assert len(calls) == 4
+    runner = torch.ops.parrot.decoder_layers
+    monkeypatch.setattr(torch.ops.parrot, "decoder_layers", lambda *a: calls.append(1) or runner(*a))
+    assert model.step_runner
+    fast, fast_kv = run_steps(model, cfg, RUNNER_STEPS)
+    assert len(calls) == len(RUNNER_STEPS)  # every step ran in one call
+    model.step_runner = False
+    slow, slow_kv = run_steps(model, cfg, RUNNER_STEPS)
+    assert len(calls) == len(RUNNER_STEPS)
     assert torch.equal(fast, slow) and torch.equal(fast_kv, slow_kv)
 
 
-def test_the_decode_runner_steps_aside_for_weights_it_does_not_run(tmp_path, smollm_dir):
+def test_the_step_runner_steps_aside_for_weights_it_does_not_run(tmp_path, smollm_dir):
     """A projection with a bias (Qwen2's qkv) keeps the layer-by-layer path, and the
-    runner refuses weights that are not 6 per layer plus the final norm."""
+    runner refuses weights that are not 6 per layer plus the final norm, and rows that do
+    not cover the step."""
     from parrot_kernels import cpu_ops
 
     if not cpu_ops.load():
@@ -217,13 +232,17 @@ def test_the_decode_runner_steps_aside_for_weights_it_does_not_run(tmp_path, smo
     path, _ = make_tiny_model(tmp_path, smollm_dir, "qwen2", tie_word_embeddings=False)
     cfg = load_hf_config(path)
     model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
-    assert model._decode_stack() is None and not model.decode_runner
-    logits, _ = batched_decode(model, cfg, [[1, 2, 3]], steps=1)  # still serves
+    assert model._layer_stack() is None and not model.step_runner
+    logits, _ = run_steps(model, cfg, RUNNER_STEPS[:2])  # still serves
     assert logits.isfinite().all()
     kv = torch.zeros(cfg.num_layers, 2, 4, 16, cfg.num_kv_heads, cfg.head_dim, dtype=torch.bfloat16)
     x = torch.zeros(1, cfg.hidden_size, dtype=torch.bfloat16)
+    one = torch.zeros(1, dtype=torch.long)
+    rows = (one, torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), [], [], [], [])
     with pytest.raises(RuntimeError, match="6 per layer"):
-        torch.ops.parrot.decode_layers(x, [x[0]] * 5, [1, 1, 1, 1], torch.zeros(1, dtype=torch.long),
-                                       model.rope.cos_sin, kv, torch.zeros(1, dtype=torch.long),
-                                       torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32),
-                                       cfg.num_heads, 1e-5)
+        torch.ops.parrot.decoder_layers(x, [x[0]] * 5, [1, 1, 1, 1], one, model.rope.cos_sin, kv, one, *rows,
+                                        cfg.num_heads, 1e-5)
+    stack = [x[0]] * (6 * cfg.num_layers + 1)
+    with pytest.raises(RuntimeError, match="cover the step"):  # one decode row and a 1-token prefill: 2 rows, not 1
+        torch.ops.parrot.decoder_layers(x, stack, [1, 1, 1, 1], one, model.rope.cos_sin, kv, one, *rows[:3],
+                                        [0], [1], [1], [one], cfg.num_heads, 1e-5)

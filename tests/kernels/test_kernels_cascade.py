@@ -205,23 +205,26 @@ def test_random_forests_plan_integrity_and_match(seed):
 
 @pytest.mark.parametrize("enable_cascade,use_kernels,expect", [
     (True, True, False),  # the step has a group: cascade stays in Python
-    (False, True, True),  # plain decode read in place: the whole-step runner's case
+    (False, True, True),  # read in place, no group: the whole-step runner's case
     (False, False, False),  # gathered decode: no kernels, no runner
 ])
-def test_only_a_plain_in_place_decode_step_offers_the_runner_its_inputs(enable_cascade, use_kernels, expect):
+def test_only_an_in_place_step_with_no_group_offers_the_runner_its_inputs(enable_cascade, use_kernels, expect):
     bs = 4
-    decodes = [(2 * bs, [(3, 1), (5, 1), (1, 1)])]  # three decodes forked from one prompt
-    batch = forked_batch(decodes, bs, BlockPool(40, random.Random(0)))
+    forks = [(2 * bs, [(3, 1), (5, 2), (1, 1)])]  # two decodes and a 2-token chunk forked from one prompt
+    batch = forked_batch(forks, bs, BlockPool(40, random.Random(0)))
     cache = random_cache(2, 40, bs, 2, HEAD_DIM, torch.bfloat16)
     backend = TorchAttentionBackend(cache, enable_cascade=enable_cascade, cascade_limits=CascadeLimits(),
                                     use_kernels=use_kernels)
     backend.prepare(batch)
     assert backend.is_cascade_step == enable_cascade
-    step = backend.decode_in_place()
+    step = backend.in_place_step()
     assert (step is not None) == expect
     if step is not None:
         assert step.kv_cache is cache and step.slots.tolist() == backend.kv_target(0)[2].tolist()
-        assert step.kv_lens.tolist() == batch.kv_lens and step.block_tables.shape[0] == 3
-    with_prefill = forked_batch([(2 * bs, [(3, 1), (5, 2)])], bs, BlockPool(40, random.Random(0)))
-    backend.prepare(with_prefill)
-    assert backend.decode_in_place() is None
+        decodes = [i for i, q_len in enumerate(batch.q_lens) if q_len == 1]
+        starts = batch.query_starts()
+        assert step.decode_rows.tolist() == [starts[i] for i in decodes]
+        assert step.kv_lens.tolist() == [batch.kv_lens[i] for i in decodes]
+        chunk = batch.q_lens.index(2)
+        assert (step.prefill_starts, step.prefill_lens, step.prefill_kv_lens) == (
+            [starts[chunk]], [2], [batch.kv_lens[chunk]])

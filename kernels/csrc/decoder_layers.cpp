@@ -1,0 +1,122 @@
+// A step's decoder layers in one call: the kernels of LlamaModel._forward_fused, in the same
+// order and with the same arguments, called from C++. At decode sizes the work per kernel is
+// tens of microseconds and Python with the dispatcher added a few per call, ~10 calls per
+// layer: this removes them (the "whole-step runner" of a compiled step). Any step whose
+// attention reads the cache in place with no cascade group comes here: decode rows in one
+// paged_decode_attention call, each prefill chunk (causal) in one paged_prefill_attention
+// call, as paged_attention.py does; cascade steps keep the Python path, which stays the
+// reference.
+//
+// weights: per layer [input norm, qkv, o, post-attention norm, gate_up, down] (projections
+// packed by pack_linear_weight, no biases), then the final norm. out_features: the N of qkv,
+// o, gate_up, down. x [T, hidden] bf16 (the embeddings; like the Python path, it becomes the
+// residual stream and is updated in place); kv_cache [layers, 2, blocks, block_size, Hkv, D].
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "ops.h"
+
+namespace parrot {
+namespace {
+
+constexpr int64_t PER_LAYER = 6;
+
+// The step's attention rows: decode sequences (one row each, at decode_rows, with their
+// block tables) and prefill chunks (q_len rows from a start row, over their blocks).
+struct StepRows {
+  const at::Tensor &decode_rows, &block_tables, &kv_lens;
+  at::IntArrayRef prefill_starts, prefill_lens, prefill_kv_lens;
+  at::TensorList prefill_blocks;
+  int64_t num_tokens;
+
+  void check() const {
+    const int64_t n = static_cast<int64_t>(prefill_starts.size());
+    TORCH_CHECK(static_cast<int64_t>(prefill_lens.size()) == n && static_cast<int64_t>(prefill_kv_lens.size()) == n &&
+                    static_cast<int64_t>(prefill_blocks.size()) == n,
+                "decoder_layers: one start, length, kv_len and block list per prefill");
+    int64_t rows = decode_rows.numel();
+    TORCH_CHECK(kv_lens.numel() == rows && decode_rows.scalar_type() == at::kLong, "one kv_len per decode row");
+    if (rows > 0) {
+      auto r = decode_rows.contiguous();
+      const int64_t* p = r.data_ptr<int64_t>();
+      for (int64_t i = 0; i < rows; ++i) TORCH_CHECK(p[i] >= 0 && p[i] < num_tokens, "decode row out of range");
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      TORCH_CHECK(prefill_lens[i] >= 1 && prefill_starts[i] >= 0 && prefill_starts[i] + prefill_lens[i] <= num_tokens,
+                  "prefill rows out of range");
+      rows += prefill_lens[i];
+    }
+    TORCH_CHECK(rows == num_tokens, "decoder_layers: decode and prefill rows must cover the step's ", num_tokens,
+                " tokens, got ", rows);
+  }
+};
+
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const StepRows& s,
+                  double scale) {
+  if (s.num_tokens == 0) return at::empty_like(q);
+  if (s.prefill_starts.empty())  // every row a decode, in order
+    return std::get<0>(paged_decode_attention(q, k_cache, v_cache, s.block_tables, s.kv_lens, scale));
+  at::Tensor out = at::empty_like(q);
+  if (s.decode_rows.numel() > 0) {
+    at::Tensor o = std::get<0>(
+        paged_decode_attention(q.index_select(0, s.decode_rows), k_cache, v_cache, s.block_tables, s.kv_lens, scale));
+    out.index_copy_(0, s.decode_rows, o);
+  }
+  for (size_t i = 0; i < s.prefill_starts.size(); ++i) {
+    const int64_t start = s.prefill_starts[i], len = s.prefill_lens[i];
+    at::Tensor o = std::get<0>(paged_prefill_attention(q.narrow(0, start, len), k_cache, v_cache, s.prefill_blocks[i],
+                                                       s.prefill_kv_lens[i], true, scale));
+    out.narrow(0, start, len).copy_(o);
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor decoder_layers(const at::Tensor& x, at::TensorList weights, at::IntArrayRef out_features,
+                          const at::Tensor& positions, const at::Tensor& cos_sin, const at::Tensor& kv_cache,
+                          const at::Tensor& slots, const at::Tensor& decode_rows, const at::Tensor& block_tables,
+                          const at::Tensor& kv_lens, at::IntArrayRef prefill_starts, at::IntArrayRef prefill_lens,
+                          at::IntArrayRef prefill_kv_lens, at::TensorList prefill_blocks, int64_t num_heads,
+                          double eps) {
+  const int64_t num_weights = static_cast<int64_t>(weights.size()), layers = (num_weights - 1) / PER_LAYER;
+  TORCH_CHECK(num_weights >= 1 + PER_LAYER && (num_weights - 1) % PER_LAYER == 0,
+              "decoder_layers: weights must be 6 per layer plus the final norm, got ", num_weights);
+  TORCH_CHECK(out_features.size() == 4, "decoder_layers: out_features of qkv, o, gate_up, down");
+  TORCH_CHECK(kv_cache.dim() == 6 && kv_cache.size(0) == layers && kv_cache.size(1) == 2,
+              "decoder_layers: kv_cache must be [layers, 2, blocks, block_size, kv_heads, head_dim] for ", layers,
+              " layers");
+  TORCH_CHECK(x.dim() == 2 && positions.numel() == x.size(0), "decoder_layers: one position per token");
+  const int64_t T = x.size(0);
+  const StepRows rows{decode_rows, block_tables, kv_lens, prefill_starts, prefill_lens, prefill_kv_lens,
+                      prefill_blocks, T};
+  rows.check();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(kv_cache.size(5)));
+  const c10::optional<at::Tensor> no_bias;
+  at::Tensor h = x;
+  c10::optional<at::Tensor> residual;  // none before the first layer: x itself becomes it
+  for (int64_t l = 0; l < layers; ++l) {
+    const at::Tensor* w = weights.data() + l * PER_LAYER;
+    at::Tensor k_cache = kv_cache.select(0, l).select(0, 0), v_cache = kv_cache.select(0, l).select(0, 1);
+    at::Tensor qkv = linear_packed(rms_norm(h, residual, w[0], eps), w[1], out_features[0], no_bias);
+    at::Tensor q = rope_write_kv(qkv, positions, cos_sin, k_cache, v_cache, slots, num_heads);
+    at::Tensor o = linear_packed(attend(q, k_cache, v_cache, rows, scale).view({T, -1}), w[2], out_features[1], no_bias);
+    if (!residual.has_value()) residual = h;
+    at::Tensor gate_up = linear_packed(rms_norm(o, residual, w[3], eps), w[4], out_features[2], no_bias);
+    h = linear_packed(silu_mul(gate_up), w[5], out_features[3], no_bias);
+  }
+  return rms_norm(h, residual, weights[num_weights - 1], eps);
+}
+
+TORCH_LIBRARY_FRAGMENT(parrot, m) {
+  m.def("decoder_layers(Tensor(a!) x, Tensor[] weights, int[] out_features, Tensor positions, Tensor cos_sin, "
+        "Tensor(b!) kv_cache, Tensor slots, Tensor decode_rows, Tensor block_tables, Tensor kv_lens, "
+        "int[] prefill_starts, int[] prefill_lens, int[] prefill_kv_lens, Tensor[] prefill_blocks, int num_heads, "
+        "float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(parrot, CPU, m) { m.impl("decoder_layers", &decoder_layers); }
+
+}  // namespace parrot
