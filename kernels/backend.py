@@ -151,17 +151,31 @@ class TorchAttentionBackend:
         return out.to(q.dtype)
 
 
+# FlashInfer's kernels exist for these cache dtypes only (its dtype map has no float32).
+FLASHINFER_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def uses_flashinfer(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a cache of `dtype` on `device` runs on FlashInfer: CUDA, a 16-bit dtype, and
+    flashinfer importable. float32 on CUDA takes the torch backend."""
+    if device.type != "cuda" or dtype not in FLASHINFER_DTYPES:
+        return False
+    from .flashinfer_backend import flashinfer_available
+
+    return flashinfer_available()
+
+
 def make_backend(
     kv_cache: Tensor, device: torch.device | str | None = None, enable_cascade: bool = True,
-    cascade_min_saved_tokens: int | None = None, use_kernels: bool = False,
+    cascade_min_saved_tokens: int | None = None, use_kernels: bool = False, num_q_heads: int | None = None,
 ) -> AttentionBackend:
-    """FlashInfer on CUDA when it imports, else the torch backend (with Parrot's CPU kernels
-    if `use_kernels`). `cascade_min_saved_tokens` None: the backend's own default limits."""
+    """FlashInfer where `uses_flashinfer`, else the torch backend (with Parrot's CPU kernels
+    if `use_kernels`). `cascade_min_saved_tokens` None: the backend's own default limits.
+    `num_q_heads` lets FlashInfer plan each step in `prepare`, before the forward."""
     device = torch.device(device) if device is not None else kv_cache.device
     limits = None if cascade_min_saved_tokens is None else CascadeLimits(min_saved_tokens=cascade_min_saved_tokens)
-    if device.type == "cuda":
-        from .flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
+    if uses_flashinfer(device, kv_cache.dtype):
+        from .flashinfer_backend import FlashInferAttentionBackend
 
-        if flashinfer_available():
-            return FlashInferAttentionBackend(kv_cache, enable_cascade, limits)
+        return FlashInferAttentionBackend(kv_cache, enable_cascade, limits, num_q_heads)
     return TorchAttentionBackend(kv_cache, enable_cascade, limits, use_kernels=use_kernels)

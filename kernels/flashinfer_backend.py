@@ -11,22 +11,29 @@ We pass them as the tuple `(k_cache, v_cache)`, which FlashInfer accepts; its si
 form would need [num_blocks, 2, block_size, Hkv, D] (K and V interleaved per page), which is
 not our layout, so no copy or re-layout is needed.
 
-Planning: `prepare` builds FlashInfer's CSR page tables as CPU int32 tensors; the wrappers'
-`plan` runs once per step, at the first `forward` (the number of query heads and the query
-dtype are known only then), and every layer reuses it.
+Planning: `prepare` builds FlashInfer's CSR page tables as CPU int32 tensors and runs the
+wrappers' `plan` once per step, before the forward (given `num_q_heads`; without it, at the
+first `forward`); every layer reuses it. Planning inside the layer loop would copy the tables
+to the device from pageable memory there, which waits for the layers already queued.
+
+Kernels: every wrapper asks for FlashInfer's FA2 kernels (`backend="fa2"`), one family
+whose modules `scripts/flashinfer_prebuild.py` compiles ahead (FlashInfer ships no compiled
+kernels; "auto" would add FA3 on Hopper, a second family to JIT-compile). The decode wrapper
+uses tensor cores, i.e. the same FA2 prefill module, so one module per (dtype, head_dim) and
+FlashInfer's merge ("cascade") module are all a step needs. FA2 needs head_dim >= 64.
 
 A step is a list of levels, each one FlashInfer call (see `plan_step`):
   * no shared prefix: one level over the whole batch, BatchDecodeWithPagedKVCacheWrapper
     when every q_len is 1, else BatchPrefillWithPagedKVCacheWrapper (causal);
-  * a cascade where every shared level's groups cover the whole batch in batch order (the
-    common case: all requests of a step descend from one system prompt, or the batch is in
-    DFS order of the context tree): MultiLevelCascadeAttentionWrapper, one request per group
-    per level, non-causal shared levels, the causal private level last;
-  * any other cascade (an unrelated request in the batch, a shallower branch): the
-    MultiLevel wrapper would need a group with no KV pages for the queries outside a level,
-    which FlashInfer does not define (an empty request's lse is -inf and its merge divides
-    0 by 0), so each shared level runs its own BatchPrefillWithPagedKVCacheWrapper over only
-    its groups' query rows, merged into the private level's state with merge_state_in_place.
+  * a cascade: one BatchPrefillWithPagedKVCacheWrapper per level, one request per group,
+    the causal private level first over every query, then each non-causal shared level over
+    its groups' query rows, merged into the private state with merge_state_in_place. Where a
+    level's groups cover the whole batch in batch order (all requests of a step descend from
+    one system prompt, or the batch is in DFS order of the context tree) it runs over every
+    row with no gather; that is what MultiLevelCascadeAttentionWrapper does, but it cannot
+    be given a kernel backend (it would pick FA3 on Hopper). A level that does not cover
+    every query cannot be a MultiLevel level anyway: it would need a group with no KV pages,
+    which FlashInfer does not define (an empty request's lse is -inf, its merge 0 / 0).
 FlashInfer's lse is base 2; it is only ever passed between FlashInfer calls here.
 """
 
@@ -42,6 +49,7 @@ from .cascade import CascadeLimits, CascadePlan, plan_cascade
 from .paged_attention import slot_mapping, write_kv
 
 WORKSPACE_BYTES = 128 * 1024 * 1024  # FlashInfer's recommended float workspace
+KERNEL_BACKEND = "fa2"  # the one kernel family Parrot uses (see the module docstring)
 
 
 def flashinfer_available() -> bool:
@@ -153,20 +161,22 @@ class FlashInferAttentionBackend:
         kv_cache: Tensor,
         enable_cascade: bool = True,
         cascade_limits: CascadeLimits | None = None,
+        num_q_heads: int | None = None,
     ) -> None:
         if kv_cache.dim() != 6 or kv_cache.shape[1] != 2:
             raise ValueError("kv_cache must be [layers, 2, blocks, block_size, Hkv, D]")
         self.kv_cache = kv_cache
         self.block_size, self.num_kv_heads, self.head_dim = kv_cache.shape[3:]
+        self.num_q_heads = num_q_heads  # None: known at the first forward, planned there
         self.enable_cascade = enable_cascade
         # Not measured on a GPU yet: by default every group sharing a block is cascaded.
         self.cascade_limits = cascade_limits or CascadeLimits()
-        self._float_workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_cache.device)
+        # Zeroed, not torch.empty: FlashInfer never sees what the allocator held before.
+        self._float_workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=kv_cache.device)
         # Wrappers are made on first use and reused every step; they share the float
         # workspace, which is safe because they run one after another on one stream.
         self._decode_wrapper = None
-        self._prefill_wrappers: list = []  # one per level of the step
-        self._multilevel_wrappers: dict[int, object] = {}  # by number of levels
+        self._prefill_wrappers: list = []  # wrapper i runs level i of the step
         self._slots: Tensor | None = None
         self._plan: StepPlan | None = None
         self._needs_plan = True
@@ -184,7 +194,9 @@ class FlashInferAttentionBackend:
         device = self.kv_cache.device
         self._slots = slot_mapping(batch, self.block_size).to(device)
         self._plan = plan_step(batch, self.block_size, self.enable_cascade, self.cascade_limits, device)
-        self._needs_plan = True
+        self._needs_plan = self.num_q_heads is None
+        if not self._needs_plan:
+            self._plan_wrappers(self.num_q_heads)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         if self._slots is None:
@@ -197,15 +209,14 @@ class FlashInferAttentionBackend:
             self._needs_plan = False
         paged = (k_cache, v_cache)  # NHD pages, see the module docstring
         plan = self._plan
-        if plan.is_multilevel:
-            return self._multilevel_wrappers[len(plan.levels)].run(q_cache, paged).to(q.dtype)
         if not plan.is_cascade:
             wrapper = self._decode_wrapper if plan.is_decode else self._prefill_wrappers[0]
             return wrapper.run(q_cache, paged).to(q.dtype)
         return self._run_levels(q_cache, paged).to(q.dtype)
 
     def _run_levels(self, q: Tensor, paged) -> Tensor:
-        """The private level over every query, then each shared level over its own rows."""
+        """The private level over every query, then each shared level over its own rows
+        (every row, no gather, where the level covers the batch in order)."""
         from flashinfer import merge_state_in_place
 
         *shared, _ = self._plan.levels
@@ -229,14 +240,7 @@ class FlashInferAttentionBackend:
         shape = (num_q_heads, self.num_kv_heads, self.head_dim, self.block_size)
         kinds = dict(q_data_type=dtype, kv_data_type=dtype)
         levels = self._plan.levels
-        if self._plan.is_multilevel:
-            tables = [level.table for level in levels]
-            self._multilevel(len(levels)).plan(
-                [t.qo_indptr for t in tables], [t.kv_indptr for t in tables],
-                [t.kv_indices for t in tables], [t.kv_last_page_len for t in tables],
-                *shape, causal=True, **kinds,  # FlashInfer applies `causal` to the last level only
-            )
-        elif self._plan.is_decode:
+        if self._plan.is_decode:
             t = levels[0].table
             self._decode().plan(
                 t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape, pos_encoding_mode="NONE", **kinds
@@ -253,9 +257,10 @@ class FlashInferAttentionBackend:
         if self._decode_wrapper is None:
             from flashinfer import BatchDecodeWithPagedKVCacheWrapper
 
-            # Tensor-core decode handles any GQA group size (SmolLM2's is 3).
+            # Tensor-core decode handles any GQA group size (SmolLM2's is 3); on FA2 it
+            # runs the prefill module, so decode compiles nothing of its own.
             self._decode_wrapper = BatchDecodeWithPagedKVCacheWrapper(
-                self._float_workspace, "NHD", use_tensor_cores=True
+                self._float_workspace, "NHD", use_tensor_cores=True, backend=KERNEL_BACKEND
             )
         return self._decode_wrapper
 
@@ -263,14 +268,7 @@ class FlashInferAttentionBackend:
         from flashinfer import BatchPrefillWithPagedKVCacheWrapper
 
         while len(self._prefill_wrappers) <= index:
-            self._prefill_wrappers.append(BatchPrefillWithPagedKVCacheWrapper(self._float_workspace, "NHD"))
-        return self._prefill_wrappers[index]
-
-    def _multilevel(self, num_levels: int):
-        if num_levels not in self._multilevel_wrappers:
-            from flashinfer import MultiLevelCascadeAttentionWrapper
-
-            self._multilevel_wrappers[num_levels] = MultiLevelCascadeAttentionWrapper(
-                num_levels, self._float_workspace, "NHD"
+            self._prefill_wrappers.append(
+                BatchPrefillWithPagedKVCacheWrapper(self._float_workspace, "NHD", backend=KERNEL_BACKEND)
             )
-        return self._multilevel_wrappers[num_levels]
+        return self._prefill_wrappers[index]

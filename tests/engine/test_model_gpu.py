@@ -1,8 +1,12 @@
 """The model on CUDA through the FlashInfer backend (marked gpu; skipped without CUDA and
 flashinfer): logits against transformers on the same GPU, and a forked decode step with
 cascade attention against the same step without it. Random-init models, so no weights
-need to travel to the GPU machine: a tiny GQA Llama and one of SmolLM2's shape."""
+need to travel to the GPU machine: a small GQA Llama at head_dim 128 and one of SmolLM2's
+shape (head_dim 64); FlashInfer's FA2 kernels need head_dim >= 64. Synchronous tests (the
+engine test drives its loop with asyncio.run): the GPU machine has no pytest-asyncio."""
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 import torch
@@ -19,7 +23,7 @@ pytestmark = [
 ]
 
 SHAPES = {
-    "tiny-gqa": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+    "gqa-d128": dict(hidden_size=1024, intermediate_size=2048, num_hidden_layers=2,
                      num_attention_heads=8, num_key_value_heads=2),
     "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3),
@@ -42,7 +46,7 @@ def random_llama(tmp_path, shape: str):
 
 
 def step_logits(model, cfg, kv, batch: AttentionBatch, ids: list[int], positions: list[int], cascade: bool):
-    backend = FlashInferAttentionBackend(kv, enable_cascade=cascade)
+    backend = FlashInferAttentionBackend(kv, enable_cascade=cascade, num_q_heads=cfg.num_heads)
     backend.prepare(batch)
     with torch.inference_mode():
         hidden = model(torch.tensor(ids, device="cuda"), torch.tensor(positions, device="cuda"), backend)
@@ -120,16 +124,17 @@ def word_tokenizer(path, vocab_size: int) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w2").save_pretrained(str(path))
 
 
-async def test_cuda_engine_serves_forks_with_cascade_and_frees_every_block(tmp_path):
+def test_cuda_engine_serves_forks_with_cascade_and_frees_every_block(tmp_path):
     """The whole engine on CUDA (scheduler, runner, FlashInfer backend, sampler): 8 forks of
     a 400-token prefix generate 16 tokens each, cascade steps ran, every block comes back."""
-    import asyncio
+    path, hf = random_checkpoint(tmp_path, "smollm2")
+    word_tokenizer(path, hf.config.vocab_size)
+    asyncio.run(serve_forks(path, hf.config.vocab_size))
 
+
+async def serve_forks(path, vocab_size: int) -> None:
     from parrot.engine import Engine, EngineConfig, SamplingParams
 
-    path, hf = random_checkpoint(tmp_path, "smollm2")
-    vocab_size = hf.config.vocab_size
-    word_tokenizer(path, vocab_size)
     engine = await Engine(EngineConfig(model=str(path), device="cuda", dtype="bfloat16", kv_memory_gb=0.5)).start()
     gen = torch.Generator().manual_seed(3)
     parent = engine.new_context()

@@ -5,12 +5,11 @@ on machines without CUDA. It is not FlashInfer and says nothing about its kernel
 
 Written from FlashInfer 0.7.2's documented semantics: CSR page tables (`qo_indptr`,
 `kv_indptr`, `kv_indices`, `kv_last_page_len`, int32 on the CPU), NHD pages passed as a
-`(k_cache, v_cache)` tuple, causal masks aligned bottom-right, lse in base 2, a
-MultiLevelCascadeAttentionWrapper that runs one prefill per level over every query
-(causal only at the last level) and merges in place. Strict where FlashInfer is undefined:
-a request without KV pages raises. Positional parameter names follow 0.7.2's signatures
-(checked by test_fake_flashinfer_signatures when the real package imports).
-Computes in float64; every wrapper counts its plan and run calls.
+`(k_cache, v_cache)` tuple, causal masks aligned bottom-right, lse in base 2, merges in
+place. Strict where FlashInfer is undefined: a request without KV pages raises. Positional
+parameter names follow 0.7.2's signatures (checked by test_fake_flashinfer_signatures when
+the real package imports). Computes in float64; every wrapper counts its plan and run calls
+and keeps the kernel `backend` it was made with.
 """
 
 from __future__ import annotations
@@ -68,8 +67,9 @@ class _Table:
 
 
 class _Wrapper:
-    def __init__(self, float_workspace_buffer: Tensor, kv_layout: str = "NHD") -> None:
+    def __init__(self, float_workspace_buffer: Tensor, kv_layout: str = "NHD", backend: str = "auto") -> None:
         assert kv_layout == "NHD"
+        self.backend = backend
         self.plans = self.runs = 0
         self._table: _Table | None = None
 
@@ -92,8 +92,9 @@ class BatchPrefillWithPagedKVCacheWrapper(_Wrapper):
 
 class BatchDecodeWithPagedKVCacheWrapper(_Wrapper):
     def __init__(self, float_workspace_buffer: Tensor, kv_layout: str = "NHD", use_cuda_graph: bool = False,
-                 use_tensor_cores: bool = False) -> None:
-        super().__init__(float_workspace_buffer, kv_layout)
+                 use_tensor_cores: bool = False, backend: str = "auto") -> None:
+        super().__init__(float_workspace_buffer, kv_layout, backend)
+        self.use_tensor_cores = use_tensor_cores
 
     def plan(self, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim, page_size,
              pos_encoding_mode="NONE", q_data_type="float16", kv_data_type=None):
@@ -102,31 +103,6 @@ class BatchDecodeWithPagedKVCacheWrapper(_Wrapper):
         qo_indptr = torch.arange(len(indptr), dtype=torch.int32)  # one query per request
         self._table = _Table(qo_indptr, indptr, indices, last_page_len, num_qo_heads, num_kv_heads,
                              head_dim, page_size, False, q_data_type, kv_data_type)
-
-
-class MultiLevelCascadeAttentionWrapper:
-    def __init__(self, num_levels: int, float_workspace_buffer: Tensor, kv_layout: str = "NHD") -> None:
-        self.levels = [BatchPrefillWithPagedKVCacheWrapper(float_workspace_buffer, kv_layout) for _ in range(num_levels)]
-        self.plans = self.runs = 0
-
-    def plan(self, qo_indptr_arr, paged_kv_indptr_arr, paged_kv_indices_arr, paged_kv_last_page_len,
-             num_qo_heads, num_kv_heads, head_dim, page_size, causal=False, pos_encoding_mode="NONE",
-             q_data_type="float16", kv_data_type=None):
-        arrays = (qo_indptr_arr, paged_kv_indptr_arr, paged_kv_indices_arr, paged_kv_last_page_len)
-        assert all(len(a) == len(self.levels) for a in arrays), "one array per level"
-        self.plans += 1
-        for i, (wrapper, *table) in enumerate(zip(self.levels, *arrays)):
-            assert table[0][-1] == qo_indptr_arr[-1][-1], "every level covers every query"
-            is_last = i == len(self.levels) - 1
-            wrapper.plan(*table, num_qo_heads, num_kv_heads, head_dim, page_size, causal=causal and is_last,
-                         pos_encoding_mode=pos_encoding_mode, q_data_type=q_data_type, kv_data_type=kv_data_type)
-
-    def run(self, q: Tensor, paged_kv_cache) -> Tensor:
-        self.runs += 1
-        out, lse = self.levels[-1].run(q, paged_kv_cache, return_lse=True)
-        for wrapper in self.levels[:-1]:
-            merge_state_in_place(out, lse, *wrapper.run(q, paged_kv_cache, return_lse=True))
-        return out
 
 
 def merge_state_in_place(v: Tensor, s: Tensor, v_other: Tensor, s_other: Tensor, mask=None) -> None:

@@ -85,3 +85,11 @@ def random_cache(num_layers, num_blocks, block_size, num_kv_heads, head_dim, dty
     gen = torch.Generator().manual_seed(seed)
     shape = (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim)
     return torch.randn(shape, generator=gen, dtype=torch.float32).to(dtype)
+
+
+def bf16_close(got: torch.Tensor, want: torch.Tensor, steps: float = 2.0) -> None:
+    """Within `steps` bf16 rounding steps (2**-8) of the exact value, relative above 1 and
+    absolute below it."""
+    err = (got.double() - want.double()).abs()
+    bound = steps * 2.0**-8 * want.double().abs().clamp_min(1.0)
+    assert (err <= bound).all(), f"max err {err.max().item():.4g}, worst ratio {(err / bound).max().item():.3g}"
