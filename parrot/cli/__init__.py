@@ -26,7 +26,11 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                    "(default: the embedded SmolLM2-135M-Instruct)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
     g.add_argument("--device", help="torch device, e.g. cpu or cuda:0")
-    g.add_argument("--kv-memory-gb", type=float, help="memory for the paged KV cache")
+    g.add_argument("--kv-memory-gb", type=float, help="memory for the paged KV cache "
+                   "(default: 1 on CPU; on CUDA see --gpu-memory-utilization)")
+    g.add_argument("--gpu-memory-utilization", type=float, metavar="F",
+                   help="CUDA without --kv-memory-gb: the KV cache takes this fraction of the "
+                   "device memory free once the weights are loaded (default 0.9)")
     g.add_argument("--block-size", type=int, help="tokens per KV block")
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
     g.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
@@ -63,6 +67,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     values = {
         "model": args.model, "dtype": args.dtype, "device": args.device,
         "kv_memory_gb": args.kv_memory_gb, "block_size": args.block_size,
+        "gpu_memory_utilization": getattr(args, "gpu_memory_utilization", None),
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
         "latency_token_budget": getattr(args, "latency_token_budget", None),

@@ -15,7 +15,10 @@ class EngineConfig:
     model: str | None = None  # HF directory, .gguf file, or None for the embedded SmolLM2
     dtype: str = "bfloat16"
     device: str = "cpu"
-    kv_memory_gb: float = 1.0  # KV pool budget
+    kv_memory_gb: float | None = None  # KV pool budget; None: 1 GiB, or on CUDA the next field
+    # CUDA without `kv_memory_gb`: the KV pool takes this fraction of the device memory free
+    # once the weights are loaded (vLLM's flag of the name takes it of the whole device).
+    gpu_memory_utilization: float = 0.9
     block_size: int = 16
     # Per-step token budget (chunked prefill); None: 256 on CPU, 2048 on CUDA. On a 2-core
     # CPU a prefill token costs ~1.7 ms, so a 512-token chunk held every running decode for
@@ -62,6 +65,8 @@ class EngineConfig:
             raise ValueError(f"linear_kernel must be one of {LINEAR_KERNELS}, got {self.linear_kernel!r}")
         if self.cascade_min_saved_tokens is not None and self.cascade_min_saved_tokens < 0:
             raise ValueError(f"cascade_min_saved_tokens must be >= 0, got {self.cascade_min_saved_tokens}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.latency_step_factor < 1.0:
             raise ValueError(f"latency_step_factor must be >= 1, got {self.latency_step_factor}")
         if self.block_size < 1 or self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:

@@ -151,17 +151,18 @@ def _json(spec: str, kind: str) -> Any:
 
 def apply_masks(logits: torch.Tensor, rows: list[int], masks: torch.Tensor) -> None:
     """Set to -inf, in place, every logit of `rows` whose bit in `masks` is clear."""
-    # logits: [B, vocab] float32; masks: [len(rows), W] int32, bit j of word w = token 32w+j
+    # logits: [B, vocab] float32, any device; masks: [len(rows), W] int32 (any device), bit j
+    # of word w = token 32w+j
     if not rows:
         return
-    vocab = logits.shape[1]
+    vocab, device = logits.shape[1], logits.device
     # Little-endian words: byte b of word w holds tokens 32w + 8b .. 32w + 8b + 7, in order.
-    as_bytes = masks.contiguous().view(torch.uint8).reshape(-1).long()  # [R * 4W]
-    bias = _BYTE_BIAS.index_select(0, as_bytes).view(len(rows), -1)  # [R, 32W]
+    as_bytes = masks.contiguous().view(torch.uint8).reshape(-1).to(device).long()  # [R * 4W]
+    bias = _BYTE_BIAS.to(device).index_select(0, as_bytes).view(len(rows), -1)  # [R, 32W]
     if bias.shape[1] < vocab:  # logits wider than the tokenizer: the rest is never allowed
         bias = torch.nn.functional.pad(bias, (0, vocab - bias.shape[1]), value=float("-inf"))
     bias = bias[:, :vocab]
     if len(rows) == logits.shape[0]:  # every row constrained (rows are 0..B-1)
         logits.add_(bias)
     else:
-        logits.index_add_(0, torch.tensor(rows), bias)
+        logits.index_add_(0, torch.tensor(rows, device=device), bias)

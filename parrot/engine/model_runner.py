@@ -33,17 +33,40 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) ->
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
 
 
+CPU_KV_MEMORY_GB = 1.0  # the KV pool off CUDA when `kv_memory_gb` is unset
+
+
+def kv_pool_bytes(config: EngineConfig, free_device_bytes: int | None) -> int:
+    """The KV pool's budget: `kv_memory_gb` when set; else, on CUDA (`free_device_bytes`:
+    the device memory free once the weights are loaded), `gpu_memory_utilization` of that
+    free memory, the rest left to activations and workspaces (vLLM's flag takes a fraction
+    of the whole device instead); else CPU_KV_MEMORY_GB."""
+    if config.kv_memory_gb is not None:
+        return int(config.kv_memory_gb * 2**30)
+    if free_device_bytes is None:
+        return int(CPU_KV_MEMORY_GB * 2**30)
+    return int(free_device_bytes * config.gpu_memory_utilization)
+
+
+def free_device_memory(device: torch.device | str) -> int | None:
+    """Bytes free on a CUDA device (None elsewhere)."""
+    device = torch.device(device)
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
 class ModelRunner:
     def __init__(self, model: LlamaModel, cfg: ModelConfig, config: EngineConfig):
         self.model = model
         self.cfg = cfg
         per_block = kv_bytes_per_block(cfg, config.block_size, config.torch_dtype)
-        self.num_blocks = max(1, int(config.kv_memory_gb * 2**30) // per_block)
+        budget = kv_pool_bytes(config, free_device_memory(config.device))
+        self.num_blocks = max(1, budget // per_block)
         shape = (cfg.num_layers, 2, self.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
         self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade,
-                                    config.cascade_min_saved_tokens, use_kernels=model.uses_kernels)
-        self.device = config.device
+                                    config.cascade_min_saved_tokens, use_kernels=model.uses_kernels,
+                                    num_q_heads=cfg.num_heads)
+        self.device = torch.device(config.device)
 
     def build_input(self, plan: StepPlan, sampling: list[SamplingRow]) -> ModelInput:
         ids, positions, q_lens, kv_lens, tables, sample_rows = [], [], [], [], [], []
@@ -62,17 +85,25 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, inp: ModelInput) -> Sampled:
-        """Run the forward pass and sample one token per sampled sequence."""
+        """Run the forward pass and sample one token per sampled sequence, on the device:
+        the host gets back only the sampled ids (and asked-for logprobs)."""
         self._copy_blocks(inp.copies)
+        input_ids, positions, rows = self._step_tensors(inp)
         self.backend.prepare(inp.attn)
-        input_ids = torch.tensor(inp.input_ids, dtype=torch.long, device=self.device)
-        positions = torch.tensor(inp.positions, dtype=torch.long, device=self.device)
         hidden = self.model(input_ids, positions, self.backend)  # [T, hidden]
         if not inp.sample_rows:
             return Sampled([], [])
-        rows = torch.tensor(inp.sample_rows, dtype=torch.long, device=self.device)
-        logits = self.model.compute_logits(hidden[rows]).cpu()  # [B, vocab]
+        logits = self.model.compute_logits(hidden[rows])  # [B, vocab] float32
         return sample(logits, inp.sampling)
+
+    def _step_tensors(self, inp: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input_ids [T], positions [T] and the sampled rows [B], all made before the
+        forward, in one host-to-device copy (from pinned memory on CUDA)."""
+        host = torch.tensor(inp.input_ids + inp.positions + inp.sample_rows, dtype=torch.long,
+                            pin_memory=self.device.type == "cuda")
+        staged = host.to(self.device, non_blocking=True)
+        num_tokens = len(inp.input_ids)
+        return staged[:num_tokens], staged[num_tokens: 2 * num_tokens], staged[2 * num_tokens:]
 
     def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if copies:

@@ -1,5 +1,10 @@
 """Turn last-position logits into next tokens: grammar masks, penalties, greedy,
-temperature, top-k/p, seeds; and the log-probabilities a request asked for."""
+temperature, top-k/p, seeds; and the log-probabilities a request asked for.
+
+Everything over [B, vocab] runs on the logits' device (a GPU's, when serving there); the
+host receives only what it needs, the [B] token ids and the asked-for logprobs, in one
+copy. The one random number per drawn row comes from the host (a seeded request's own
+CPU generator), so a seed draws the same tokens whatever the device or the batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,7 +61,8 @@ class Sampled(NamedTuple):
 
 
 def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> Sampled:
-    # logits: [B, vocab] float32 -> one token id per row
+    """One token per row, on `logits`' device (modified in place); see the module docstring."""
+    # logits: [B, vocab] float32, on any device -> one token id per row, on the host
     logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
     raw = logits[logprob_rows].log_softmax(-1) if logprob_rows else None  # [L, vocab]
     masked = [i for i, row in enumerate(rows) if row.allowed is not None]
@@ -66,23 +72,34 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> Sampled:
         if row.banned_token_ids:
             logits[i, row.banned_token_ids] = float("-inf")
     apply_penalties(logits, rows)  # greedy rows too, as in vLLM
-    out = logits.argmax(dim=-1).tolist()
+    tokens = logits.argmax(dim=-1)  # [B]
     drawn = [i for i, row in enumerate(rows) if row.temperature >= MIN_TEMPERATURE
              and row.top_k != 1]
     if drawn:
-        for i, token in zip(drawn, _draw(logits[drawn], [rows[i] for i in drawn])):
-            out[i] = token
-    logprobs: list[TokenLogprobs | None] = [None] * len(rows)
-    for j, i in enumerate(logprob_rows):
-        logprobs[i] = _token_logprobs(raw[j], out[i], rows[i].logprobs)
+        tokens[drawn] = _draw(logits[drawn], [rows[i] for i in drawn])
+    return _to_host(tokens, raw, [(i, rows[i].logprobs) for i in logprob_rows])
+
+
+def _to_host(tokens: torch.Tensor, raw: torch.Tensor | None, logprob_rows: list[tuple[int, int]]) -> Sampled:
+    """The tokens and, per (row, k) in `logprob_rows`, its token's logprob and the k likeliest
+    rivals, copied to the host in one transfer (as float64: ids below 2**53 stay exact)."""
+    # tokens: [B] long; raw: [L, vocab] log-softmax of the logprob rows' raw logits
+    parts = [tokens.double()]
+    if logprob_rows:
+        index = torch.tensor([i for i, _ in logprob_rows], device=tokens.device)
+        parts.append(raw.gather(1, tokens[index][:, None]).flatten().double())  # [L]
+        for j, (_, k) in enumerate(logprob_rows):
+            if k:
+                top = torch.topk(raw[j], k)
+                parts += [top.indices.double(), top.values.double()]
+    host = torch.cat(parts).tolist()
+    out, host = [int(t) for t in host[: len(tokens)]], host[len(tokens):]
+    chosen, host = host[: len(logprob_rows)], host[len(logprob_rows):]
+    logprobs: list[TokenLogprobs | None] = [None] * len(out)
+    for (i, k), logprob in zip(logprob_rows, chosen):
+        ids, values, host = host[:k], host[k: 2 * k], host[2 * k:]
+        logprobs[i] = TokenLogprobs(out[i], logprob, [(int(t), v) for t, v in zip(ids, values)])
     return Sampled(out, logprobs)
-
-
-def _token_logprobs(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprobs:
-    # logprobs: [vocab]
-    top = torch.topk(logprobs, k) if k else None
-    pairs = [] if top is None else list(zip(top.indices.tolist(), top.values.tolist()))
-    return TokenLogprobs(token, float(logprobs[token]), pairs)
 
 
 def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
@@ -94,60 +111,61 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
     if not idx:
         return
     pens = [rows[i].penalties for i in idx]
-    vocab = logits.shape[1]
+    vocab, device = logits.shape[1], logits.device
     sub = logits[idx]  # [P, vocab], a copy
-    counts = _bin_counts([p.output_token_ids for p in pens], vocab)  # [P, vocab]
-    repetition = torch.tensor([p.repetition for p in pens])[:, None]  # [P, 1]
-    repetition.clamp_(min=torch.finfo(torch.float32).tiny)  # 5e-324 is 0 in float32: -inf * 0
-    if (repetition != 1.0).any():
-        seen = (_bin_counts([p.prompt_token_ids for p in pens], vocab) > 0) | (counts > 0)
+    counts = _bin_counts([p.output_token_ids for p in pens], vocab, device)  # [P, vocab]
+    # 5e-324 is 0 in float32 (then -inf * 0): at least float32's smallest normal
+    tiny = torch.finfo(torch.float32).tiny
+    if any(max(p.repetition, tiny) != 1.0 for p in pens):
+        repetition = torch.tensor([max(p.repetition, tiny) for p in pens], device=device)[:, None]  # [P, 1]
+        seen = (_bin_counts([p.prompt_token_ids for p in pens], vocab, device) > 0) | (counts > 0)
         repetition = torch.where(seen, repetition, 1.0)  # [P, vocab]
         sub = torch.where(sub > 0, sub / repetition, sub * repetition)
         sub.clamp_(max=MAX_PENALIZED_LOGIT)
-    sub -= torch.tensor([p.frequency for p in pens])[:, None] * counts
-    sub -= torch.tensor([p.presence for p in pens])[:, None] * (counts > 0)
+    sub -= torch.tensor([p.frequency for p in pens], device=device)[:, None] * counts
+    sub -= torch.tensor([p.presence for p in pens], device=device)[:, None] * (counts > 0)
     logits[idx] = sub
 
 
-def _bin_counts(token_lists: list[list[int]], vocab: int) -> torch.Tensor:
-    # -> [len(token_lists), vocab] float32: how often each token occurs in each list
+def _bin_counts(token_lists: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    # -> [len(token_lists), vocab] float32 on `device`: how often each token occurs in each list
     ids = pad_sequence([torch.tensor(t, dtype=torch.long) for t in token_lists],
-                       batch_first=True, padding_value=vocab)  # vocab: a spare column
-    counts = torch.zeros(len(token_lists), vocab + 1)
-    counts.scatter_add_(1, ids, torch.ones(ids.shape))
+                       batch_first=True, padding_value=vocab).to(device)  # vocab: a spare column
+    counts = torch.zeros(len(token_lists), vocab + 1, device=device)
+    counts.scatter_add_(1, ids, torch.ones(ids.shape, device=device))
     return counts[:, :vocab]
 
 
-def _draw(logits: torch.Tensor, rows: list[SamplingRow]) -> list[int]:
+def _draw(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     """Sample one token per row, all rows at once: temperature, top-k, top-p, then one
     uniform draw per row through the cumulative distribution (a seeded row's from its own
     generator, so its tokens do not depend on what shares the batch). One random number per
     row: noise over the whole vocabulary costs ~0.3 ms a row on a CPU."""
-    # logits: [S, vocab], a copy
-    logits /= torch.tensor([row.temperature for row in rows])[:, None]
+    # logits: [S, vocab], a copy -> [S] long token ids, on logits' device
+    logits /= torch.tensor([row.temperature for row in rows], device=logits.device)[:, None]
     if any(row.top_k > 0 for row in rows):
         _top_k(logits, [row.top_k for row in rows])
     nucleus = [j for j, row in enumerate(rows) if row.top_p < 1.0]
     if nucleus:
         logits[nucleus] = _top_p(logits[nucleus], [rows[j].top_p for j in nucleus])
     cdf = logits.softmax(-1).double().cumsum_(-1)  # [S, vocab]; float64: 49k terms add up
-    u = torch.rand(len(rows), dtype=torch.float64)
+    u = torch.rand(len(rows), dtype=torch.float64)  # on the host, like the generators
     for j, row in enumerate(rows):
         if row.generator is not None:
             u[j] = torch.rand(1, generator=row.generator, dtype=torch.float64)
-    target = (u * cdf[:, -1])[:, None]  # scaled by the row's total: rounding never overshoots
+    target = (u.to(logits.device) * cdf[:, -1])[:, None]  # scaled by the row's total: rounding never overshoots
     tokens = torch.searchsorted(cdf, target, right=True)  # first token whose cdf exceeds it
-    return tokens.clamp_(max=logits.shape[1] - 1).flatten().tolist()
+    return tokens.clamp_(max=logits.shape[1] - 1).flatten()
 
 
 def _top_k(logits: torch.Tensor, ks: list[int]) -> None:
     """Keep, in place, each row's k largest logits (k == 0: all)."""
     # logits: [S, vocab]
     vocab = logits.shape[1]
-    k = torch.tensor([min(k, vocab) if k > 0 else vocab for k in ks])
-    values = torch.topk(logits, int(k.max())).values  # [S, kmax], descending
-    kth = values.gather(1, (k - 1).clamp(max=values.shape[1] - 1)[:, None])  # [S, 1]
-    kth[k == vocab] = float("-inf")
+    kept = [min(k, vocab) if k > 0 else vocab for k in ks]
+    values = torch.topk(logits, max(kept)).values  # [S, kmax], descending
+    k = torch.tensor(kept, device=logits.device)[:, None]  # [S, 1]
+    kth = torch.where(k == vocab, float("-inf"), values.gather(1, k - 1))  # [S, 1]; k == vocab keeps all
     logits.masked_fill_(logits < kth, float("-inf"))
 
 
@@ -159,11 +177,11 @@ def _top_p(logits: torch.Tensor, ps: list[float]) -> torch.Tensor:
     likeliest one); the rest -inf. Sorts only the top candidates of a row unless its nucleus
     is wider than them."""
     # logits: [S, vocab] -> [S, vocab]
-    p = torch.tensor(ps)[:, None]
+    p = torch.tensor(ps, device=logits.device)[:, None]
     probs = logits.softmax(-1)
     top = probs.topk(min(NUCLEUS_CANDIDATES, logits.shape[1]))  # sorted, descending
     out = _nucleus(logits, p, top.values, top.indices)
-    wide = (top.values.sum(-1) < p[:, 0]).nonzero().flatten().tolist()
+    wide = (top.values.sum(-1) < p[:, 0]).nonzero().flatten().tolist()  # [<= S] to the host
     if wide:  # the candidates hold less than p: sort those rows whole
         full = probs[wide].sort(descending=True)
         out[wide] = _nucleus(logits[wide], p[wide], full.values, full.indices)
