@@ -1,4 +1,5 @@
-"""Parrot's own CPU kernels (kernels/csrc, AVX2 + FMA, bf16): build, load, call.
+"""Parrot's own CPU kernels (kernels/csrc, AVX2 + FMA, bf16; the projections on AVX-512-BF16
+where the CPU has it): build, load, call.
 
 The C++ sources register `torch.ops.parrot.*`; they are compiled once per machine with
 `-march=native` (`python -m parrot_kernels` at setup, else on first use, ~40 s)
@@ -7,7 +8,8 @@ CPU it was not built for. Where they cannot be built or loaded (no compiler, no 
 not x86-64) `load()` is False and the engine runs its eager torch path.
 
 Ops (tensors in, tensors out; bf16 activations and cache, fp32 accumulation):
-  pack_linear_weight(w [N, K]) -> [ceil(N/16), K, 16]; linear_packed(x [M, K], packed, N, bias)
+  pack_linear_weight(w [N, K]) -> [ceil(N/16), K (even with AVX-512-BF16), 16];
+  linear_packed(x [M, K], packed, N, bias); packed_rows(packed, ids, K) -> rows of w;
   rms_norm(x, residual | None, w, eps); silu_mul(gate_up); rope_write_kv(...);
   paged_decode_attention(q, k_cache, v_cache, tables int32, kv_lens int32, scale);
   paged_prefill_attention(q, k_cache, v_cache, blocks, kv_len, causal, scale).
@@ -33,20 +35,22 @@ SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.
 _CSRC = Path(__file__).parent / "csrc"
 
 
+def cpu_flags() -> frozenset[str]:
+    """The first CPU's flags in /proc/cpuinfo (empty where there is none)."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
+    except (OSError, IndexError):
+        return frozenset()
+
+
 def cpu_supported() -> bool:
     """x86-64 with AVX2 and FMA (every kernel here is written for them)."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return False
-    return "avx2" in flags and "fma" in flags
+    return platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= cpu_flags()
 
 
 def _build_tag() -> str:
     h = hashlib.sha256()
-    for name in SOURCES + ("vec.h", "gemm_tile.h", "paged_checks.h", "ops.h"):
+    for name in SOURCES + ("vec.h", "gemm_tile.h", "linear_pairs.h", "paged_checks.h", "ops.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     try:

@@ -1,27 +1,43 @@
-// bf16-weight linear for AVX2 CPUs (no AVX-512-BF16, no AMX): y = x @ W^T (+ bias).
+// bf16-weight linear: y = x @ W^T (+ bias), fp32 accumulation, the output rounded to x's
+// dtype once. Output channels in blocks of 16, the blocks split over threads.
 //
-// The weight is prepacked once as [ceil(N / 16), K, 16] bf16: for each block of 16 output
-// channels, the 16 weights of input k are contiguous (in kUnpackOrder, so one load and two
-// unpacks widen them to fp32), and the micro-kernel is an outer product (a broadcast of
-// x[m, k] times 16 weights) with no horizontal sums. Accumulation is fp32; the output is
-// rounded to x's dtype once.
-// Rows are taken in tiles of 6 (12 accumulators), output blocks are split over threads.
+// Two layouts of the prepacked weight, chosen when the kernels are built (-march=native):
+// - AVX2 + FMA: [ceil(N / 16), K, 16] bf16: for each block of 16 output channels, the 16
+//   weights of input k are contiguous (in kUnpackOrder, so one load and two unpacks widen
+//   them to fp32), and the micro-kernel is an outer product (a broadcast of x[m, k] times 16
+//   weights) with no horizontal sums; rows in tiles of 6 (12 accumulators).
+// - AVX-512-BF16: the same shape with K padded to even, each block stored as [K / 2][16][2]
+//   for vdpbf16ps (linear_pairs.h); rows in tiles of 8.
+// Only this file knows the layout: packed_rows reads weight rows back out of it (a tied
+// embedding reads the head's copy).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "gemm_tile.h"
+#include "linear_pairs.h"
 #include "ops.h"
 
 namespace parrot {
 namespace {
 
 constexpr int64_t NB = 16;  // output channels per packed block
+#ifdef PARROT_LINEAR_PAIRS
+constexpr int64_t KSTEP = 2;  // K padded to pairs
+constexpr int64_t MR = pairs::kMaxRows;
+constexpr int64_t UB = pairs::kBlocksPerTile;  // blocks per tile (a thread's unit of work)
+#else
+constexpr int64_t KSTEP = 1;
 constexpr int64_t MR = 6;   // rows per micro-kernel tile
+constexpr int64_t UB = 1;
+#endif
 constexpr int64_t M_CHUNK = 96;  // rows per pass over the weight (keeps x's chunk in L2)
 
+#ifndef PARROT_LINEAR_PAIRS
 // One row (decode at batch 1): memory-bound, so four independent accumulator pairs keep
 // enough loads in flight (one pair would wait on the FMA latency every k).
 void tile_row(const float* x, const uint16_t* w, int64_t K, float* out, const uint16_t* next) {
@@ -49,34 +65,38 @@ void tile_row(const float* x, const uint16_t* w, int64_t K, float* out, const ui
   _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[4], c[6])));
   _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(c[1], c[3]), _mm256_add_ps(c[5], c[7])));
 }
+#endif
 
 // `next`: the weights of the thread's next block, prefetched during the last pass over
 // this one (with several row tiles, the later passes compute from cache while the
-// memory would idle).
-void run_tile(int rows, const float* x, int64_t ldx, const uint16_t* w, int64_t K, float* out, int64_t ldo,
-              const uint16_t* next) {
-  switch (rows) {
-    case 1: return tile_row(x, w, K, out, next);
-    default: return gemm_rows<false>(rows, x, ldx, w, NB, K, out, ldo,
-                                     reinterpret_cast<const char*>(next), NB * sizeof(uint16_t));
-  }
+// memory would idle). x rows are ldx apart; K is the packed (padded) K.
+template <typename X>
+void run_tile(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks, int64_t K, float* out,
+              int64_t ldo, const uint16_t* next) {
+#ifdef PARROT_LINEAR_PAIRS
+  pairs::rows(rows, x, ldx, w, blocks, K / 2, out, ldo, next);
+#else
+  static_assert(std::is_same_v<X, float>, "the AVX2 tiles take fp32 x");
+  if (rows == 1) return tile_row(x, w, K, out, next);
+  gemm_rows<false>(rows, x, ldx, w, NB, K, out, ldo, reinterpret_cast<const char*>(next), NB * sizeof(uint16_t));
+#endif
 }
 
-// One block of 16 output channels for rows [m0, m1): fp32 tile results, then bias and
-// the rounding to the output dtype.
-template <typename T>
-void block(const float* x, int64_t K, const uint16_t* w, const uint16_t* next, const float* bias, int64_t n0,
-           int64_t N, int64_t m0, int64_t m1, T* y) {
-  alignas(32) float acc[MR * NB];
-  int64_t width = std::min(NB, N - n0);
+// One unit (UB blocks of 16 output channels from n0, fewer at the end) for rows [m0, m1):
+// fp32 tile results, then bias and the rounding to the output dtype.
+template <typename T, typename X>
+void unit(const X* x, int64_t K, const uint16_t* w, int64_t blocks, const uint16_t* next, const float* bias,
+          int64_t n0, int64_t N, int64_t m0, int64_t m1, T* y) {
+  alignas(64) float acc[MR * NB * UB];
+  int64_t width = std::min(blocks * NB, N - n0);
   int64_t num_tiles = (m1 - m0 + MR - 1) / MR, tile_rows = (m1 - m0 + num_tiles - 1) / num_tiles;
-  for (int64_t m = m0; m < m1; m += tile_rows) {  // equal tiles: 8 rows run as 4 + 4, not 6 + 2
+  for (int64_t m = m0; m < m1; m += tile_rows) {  // equal tiles: 8 rows in 6-row tiles run as 4 + 4, not 6 + 2
     int rows = static_cast<int>(std::min(tile_rows, m1 - m));
-    run_tile(rows, x + m * K, K, w, K, acc, NB, m + tile_rows >= m1 ? next : nullptr);
+    run_tile(rows, x + m * K, K, w, blocks, K, acc, NB * UB, m + tile_rows >= m1 ? next : nullptr);
     for (int r = 0; r < rows; ++r) {
       T* dst = y + (m + r) * N + n0;
       for (int64_t j = 0; j < width; ++j) {
-        float v = acc[r * NB + j] + (bias ? bias[n0 + j] : 0.0f);
+        float v = acc[r * NB * UB + j] + (bias ? bias[n0 + j] : 0.0f);
         if constexpr (std::is_same_v<T, float>) dst[j] = v;
         else dst[j] = c10::BFloat16(v);
       }
@@ -84,15 +104,97 @@ void block(const float* x, int64_t K, const uint16_t* w, const uint16_t* next, c
   }
 }
 
+// The rows [0, M) of y in chunks of M_CHUNK (keeps x's chunk in L2), the units over threads.
+template <typename X>
+void linear_rows(const X* xp, int64_t ldx, const uint16_t* wp, int64_t blocks, const float* bp, int64_t N,
+                 int64_t M, at::Tensor& y) {
+  const int64_t units = (blocks + UB - 1) / UB;
+  for (int64_t m0 = 0; m0 < M; m0 += M_CHUNK) {
+    int64_t m1 = std::min(M, m0 + M_CHUNK);
+    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const uint16_t* w = wp + u * UB * ldx * NB;
+        const int64_t nb = std::min(UB, blocks - u * UB);
+        const uint16_t* next = u + 1 < u1 ? w + UB * ldx * NB : nullptr;
+        if (y.scalar_type() == at::kFloat) unit(xp, ldx, w, nb, next, bp, u * UB * NB, N, m0, m1, y.data_ptr<float>());
+        else unit(xp, ldx, w, nb, next, bp, u * UB * NB, N, m0, m1, y.data_ptr<c10::BFloat16>());
+      }
+    });
+  }
+}
+
+// x as the tiles read it: [M, padded K] rows of X (x's own memory where it already is that).
+template <typename X>
+const X* staged(const at::Tensor& x, int64_t K_padded, std::vector<X>& buffer) {
+  int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK((std::is_same_v<X, float>) || x.scalar_type() == at::kBFloat16, "bf16 tiles take a bf16 x");
+  const bool same_type = (x.scalar_type() == at::kFloat) == std::is_same_v<X, float>;
+  if (same_type && x.is_contiguous() && K == K_padded) return reinterpret_cast<const X*>(x.data_ptr());
+  buffer.assign(M * K_padded, X(0));
+  at::Tensor src = x.contiguous();
+  for (int64_t m = 0; m < M; ++m) {
+    X* dst = buffer.data() + m * K_padded;
+    if constexpr (std::is_same_v<X, float>) {
+      if (src.scalar_type() == at::kFloat) {
+        std::copy(src.data_ptr<float>() + m * K, src.data_ptr<float>() + (m + 1) * K, dst);
+        continue;
+      }
+    }
+    {
+      const uint16_t* row = reinterpret_cast<const uint16_t*>(src.data_ptr()) + m * K;
+      int64_t k = 0;
+      if constexpr (std::is_same_v<X, float>)  // widened here: a torch conversion per call cost more in dispatch
+        for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_bf16(row + k));
+      for (; k < K; ++k) {
+        if constexpr (std::is_same_v<X, float>) dst[k] = bf16_to_float(row[k]);
+        else dst[k] = row[k];
+      }
+    }
+  }
+  return buffer.data();
+}
+
+int64_t padded_k(int64_t K) { return (K + KSTEP - 1) / KSTEP * KSTEP; }
+
 }  // namespace
 
 at::Tensor pack_linear_weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kBFloat16, "weight must be 2-D bf16");
-  int64_t N = weight.size(0), K = weight.size(1), blocks = (N + NB - 1) / NB;
-  at::Tensor padded = at::zeros({blocks * NB, K}, weight.options());
-  padded.narrow(0, 0, N).copy_(weight);
+  int64_t N = weight.size(0), K = weight.size(1), blocks = (N + NB - 1) / NB, Kp = padded_k(K);
+  at::Tensor padded = at::zeros({blocks * NB, Kp}, weight.options());
+  padded.narrow(0, 0, N).narrow(1, 0, K).copy_(weight);
+#ifdef PARROT_LINEAR_PAIRS
+  // [blocks, 16, K/2, 2] -> [blocks, K/2, 16, 2], seen as [blocks, K, 16]
+  return padded.view({blocks, NB, Kp / 2, 2}).permute({0, 2, 1, 3}).contiguous().view({blocks, Kp, NB});
+#else
   at::Tensor order = at::tensor(std::vector<int64_t>(kUnpackOrder, kUnpackOrder + NB));
   return padded.view({blocks, NB, K}).index_select(1, order).transpose(1, 2).contiguous();  // [blocks, K, 16]
+#endif
+}
+
+at::Tensor packed_rows(const at::Tensor& packed, const at::Tensor& ids, int64_t K) {
+  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == NB && packed.size(1) == padded_k(K) &&
+                  packed.scalar_type() == at::kBFloat16 && packed.is_contiguous(),
+              "packed_rows: not a packed weight of ", K, " inputs");
+  TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "packed_rows: ids must be 1-D int64");
+  const int64_t rows = packed.size(0) * NB, Kp = packed.size(1);
+  at::Tensor idx = ids.contiguous(), out = at::empty({ids.size(0), K}, packed.options());
+  const int64_t* id = idx.data_ptr<int64_t>();
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(packed.data_ptr());
+  uint16_t* o = reinterpret_cast<uint16_t*>(out.data_ptr());
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    TORCH_CHECK(id[i] >= 0 && id[i] < rows, "packed_rows: id ", id[i], " out of range [0, ", rows, ")");
+    const uint16_t* blk = w + (id[i] / NB) * Kp * NB;
+    const int64_t j = id[i] % NB;
+    for (int64_t k = 0; k < K; ++k) {
+#ifdef PARROT_LINEAR_PAIRS
+      o[i * K + k] = blk[(k / 2) * 2 * NB + j * 2 + (k % 2)];
+#else
+      o[i * K + k] = blk[k * NB + kUnpackOrder[j]];
+#endif
+    }
+  }
+  return out;
 }
 
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,
@@ -100,50 +202,34 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
   TORCH_CHECK(x.dim() == 2 && packed.dim() == 3 && packed.size(2) == NB, "bad shapes for linear_packed");
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat, "x must be bf16 or fp32");
   TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.is_contiguous(), "packed weight must be contiguous bf16");
-  int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0);
-  TORCH_CHECK(packed.size(1) == K && blocks * NB >= N && (blocks - 1) * NB < N, "packed weight does not match x / N");
-  // x in fp32 for the tiles: a bf16 x is widened here (a torch conversion per call cost
-  // more in dispatch than its work at decode sizes)
-  thread_local std::vector<float> widened;
-  at::Tensor xf;
-  const float* xp;
-  if (x.scalar_type() == at::kBFloat16 && x.is_contiguous()) {
-    widened.resize(M * K);
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(x.data_ptr());
-    int64_t e = 0;
-    for (; e + 8 <= M * K; e += 8) _mm256_storeu_ps(widened.data() + e, load_bf16(src + e));
-    for (; e < M * K; ++e) widened[e] = bf16_to_float(src[e]);
-    xp = widened.data();
-  } else {
-    xf = x.to(at::kFloat).contiguous();
-    xp = xf.data_ptr<float>();
-  }
+  int64_t M = x.size(0), K = x.size(1), blocks = packed.size(0), Kp = padded_k(K);
+  TORCH_CHECK(packed.size(1) == Kp && blocks * NB >= N && (blocks - 1) * NB < N, "packed weight does not match x / N");
   at::Tensor bf;
   if (bias.has_value()) bf = bias->to(at::kFloat).contiguous();
-  at::Tensor y = at::empty({M, N}, x.options());
   const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr());
-  for (int64_t m0 = 0; m0 < M; m0 += M_CHUNK) {
-    int64_t m1 = std::min(M, m0 + M_CHUNK);
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const uint16_t* w = wp + b * K * NB;
-        const uint16_t* next = b + 1 < b1 ? w + K * NB : nullptr;
-        if (y.scalar_type() == at::kFloat) block(xp, K, w, next, bp, b * NB, N, m0, m1, y.data_ptr<float>());
-        else block(xp, K, w, next, bp, b * NB, N, m0, m1, y.data_ptr<c10::BFloat16>());
-      }
-    });
+  at::Tensor y = at::empty({M, N}, x.options());
+  thread_local std::vector<float> x_fp32;
+#ifdef PARROT_LINEAR_PAIRS
+  thread_local std::vector<uint16_t> x_bf16;
+  if (x.scalar_type() == at::kBFloat16 && pairs::dot_products_for_bf16()) {
+    linear_rows(staged(x, Kp, x_bf16), Kp, wp, blocks, bp, N, M, y);
+    return y;
   }
+#endif
+  linear_rows(staged(x, Kp, x_fp32), Kp, wp, blocks, bp, N, M, y);
   return y;
 }
 
 TORCH_LIBRARY_FRAGMENT(parrot, m) {
   m.def("pack_linear_weight(Tensor weight) -> Tensor");
+  m.def("packed_rows(Tensor packed, Tensor ids, int k) -> Tensor");
   m.def("linear_packed(Tensor x, Tensor packed, int n, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(parrot, CPU, m) {
   m.impl("pack_linear_weight", &pack_linear_weight);
+  m.impl("packed_rows", &packed_rows);
   m.impl("linear_packed", &linear_packed);
 }
 

@@ -8,8 +8,10 @@
 
 namespace parrot {
 
-// linear.cpp: y = x @ W^T (+ bias), W prepacked by pack_linear_weight as [ceil(N / 16), K, 16].
+// linear.cpp: y = x @ W^T (+ bias), W prepacked by pack_linear_weight as [ceil(N / 16), K, 16]
+// (K padded to even where the build uses AVX-512-BF16); packed_rows reads rows of W back.
 at::Tensor pack_linear_weight(const at::Tensor& weight);
+at::Tensor packed_rows(const at::Tensor& packed, const at::Tensor& ids, int64_t K);
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t N,
                          const c10::optional<at::Tensor>& bias);
 

@@ -246,3 +246,22 @@ def test_the_step_runner_steps_aside_for_weights_it_does_not_run(tmp_path, smoll
     with pytest.raises(RuntimeError, match="cover the step"):  # one decode row and a 1-token prefill: 2 rows, not 1
         torch.ops.parrot.decoder_layers(x, stack, [1, 1, 1, 1], one, model.rope.cos_sin, kv, one, *rows[:3],
                                         [0], [1], [1], [one], cfg.num_heads, 1e-5)
+
+
+@pytest.mark.parametrize("flags,onednn,kernels,want", [
+    ({"avx2", "avx512_bf16"}, True, True, "parrot"),  # AVX-512 without AMX: Parrot's kernel first
+    ({"avx2"}, False, True, "parrot"),
+    ({"avx2", "amx_bf16"}, True, True, "onednn"),  # AMX: oneDNN's tiles first
+    ({"avx2", "amx_bf16"}, False, True, "parrot"),
+    ({"avx2"}, True, False, "onednn"),  # kernels off: whatever else packs
+    ({"avx2"}, False, False, None),
+])
+def test_auto_linear_kernel_by_cpu(monkeypatch, flags, onednn, kernels, want):
+    from parrot.engine import model as model_module
+    monkeypatch.setattr(model_module.cpu_ops, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(model_module, "onednn_packs_bf16", lambda: onednn)
+    assert model_module.packing_for(torch.bfloat16, "cpu", kernels) == want
+    assert model_module.packing_for(torch.float32, "cpu", kernels) is None
+    if not kernels:
+        with pytest.raises(ValueError, match="not available"):
+            model_module.packing_for(torch.bfloat16, "cpu", kernels, "parrot")

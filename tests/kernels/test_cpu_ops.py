@@ -19,20 +19,33 @@ def bf16_close(got: torch.Tensor, want: torch.Tensor, steps: float = 2.0) -> Non
     assert (err <= bound).all(), f"max err {err.max().item():.4g}, worst ratio {(err / bound).max().item():.3g}"
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 8, 13, 97, 200])
+@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 8, 9, 13, 97, 200])
 @pytest.mark.parametrize("out_features", [16, 40, 960])
-def test_linear_matches_float64(rows, out_features):
-    torch.manual_seed(rows * 1000 + out_features)
-    w = torch.randn(out_features, 64, dtype=BF16)
-    x = torch.randn(rows, 64, dtype=BF16)
+@pytest.mark.parametrize("in_features", [64, 65])
+def test_linear_matches_float64(rows, out_features, in_features):
+    torch.manual_seed(rows * 1000 + out_features + in_features)
+    w = torch.randn(out_features, in_features, dtype=BF16)
+    x = torch.randn(rows, in_features, dtype=BF16)
     bias = torch.randn(out_features, dtype=BF16)
     packed = ops.pack_linear_weight(w)
-    assert packed.shape == (-(-out_features // 16), 64, 16)
+    assert packed.shape[0] == -(-out_features // 16) and packed.shape[2] == 16
+    assert packed.shape[1] in (in_features, in_features + in_features % 2)  # AVX-512-BF16 pads K to pairs
     want = x.double() @ w.double().T + bias.double()
     bf16_close(ops.linear_packed(x, packed, out_features, bias), want, 1.0)
     got32 = ops.linear_packed(x.float(), packed, out_features, None)
     assert got32.dtype == torch.float32
     torch.testing.assert_close(got32.double(), x.double() @ w.double().T, rtol=1e-5, atol=1e-4)
+    strided = torch.randn(rows, in_features * 2, dtype=BF16)[:, ::2]  # a non-contiguous x is staged
+    bf16_close(ops.linear_packed(strided, packed, out_features, None), strided.double() @ w.double().T, 1.0)
+
+
+@pytest.mark.parametrize("in_features", [64, 65])
+def test_packed_rows_read_the_weight_back(in_features):
+    w = torch.randn(40, in_features, dtype=BF16)
+    ids = torch.tensor([0, 39, 17, 16, 15, 17])
+    assert torch.equal(ops.packed_rows(ops.pack_linear_weight(w), ids, in_features), w[ids])
+    with pytest.raises(RuntimeError, match="out of range"):
+        ops.packed_rows(ops.pack_linear_weight(w), torch.tensor([48]), in_features)
 
 
 def test_linear_rejects_mismatched_weight():
