@@ -82,6 +82,23 @@ void run_tile(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t bloc
 #endif
 }
 
+// dst[0:width] = acc (+ bias), rounded to T as torch rounds (8 lanes at a time).
+template <typename T>
+void store_row(const float* acc, const float* bias, int64_t width, T* dst) {
+  int64_t j = 0;
+  for (; j + 8 <= width; j += 8) {
+    __m256 v = _mm256_loadu_ps(acc + j);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+    if constexpr (std::is_same_v<T, float>) _mm256_storeu_ps(dst + j, v);
+    else store_bf16(reinterpret_cast<uint16_t*>(dst + j), v);
+  }
+  for (; j < width; ++j) {
+    float v = acc[j] + (bias ? bias[j] : 0.0f);
+    if constexpr (std::is_same_v<T, float>) dst[j] = v;
+    else dst[j] = c10::BFloat16(v);
+  }
+}
+
 // One unit (UB blocks of 16 output channels from n0, fewer at the end) for rows [m0, m1):
 // fp32 tile results, then bias and the rounding to the output dtype.
 template <typename T, typename X>
@@ -93,14 +110,7 @@ void unit(const X* x, int64_t K, const uint16_t* w, int64_t blocks, const uint16
   for (int64_t m = m0; m < m1; m += tile_rows) {  // equal tiles: 8 rows in 6-row tiles run as 4 + 4, not 6 + 2
     int rows = static_cast<int>(std::min(tile_rows, m1 - m));
     run_tile(rows, x + m * K, K, w, blocks, K, acc, NB * UB, m + tile_rows >= m1 ? next : nullptr);
-    for (int r = 0; r < rows; ++r) {
-      T* dst = y + (m + r) * N + n0;
-      for (int64_t j = 0; j < width; ++j) {
-        float v = acc[r * NB * UB + j] + (bias ? bias[n0 + j] : 0.0f);
-        if constexpr (std::is_same_v<T, float>) dst[j] = v;
-        else dst[j] = c10::BFloat16(v);
-      }
-    }
+    for (int r = 0; r < rows; ++r) store_row(acc + r * NB * UB, bias ? bias + n0 : nullptr, width, y + (m + r) * N + n0);
   }
 }
 
