@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -133,13 +134,15 @@ async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int =
 async def measure_peer(url: str, batches: list[int], prefill_len: int) -> dict:
     """Decode ms/token of an OpenAI-compatible server (e.g. vLLM-CPU) at the same sizes:
     `batch` concurrent streams of 128-token prompts, the median gap between tokens; and its
-    prefill rate: fresh `prefill_len`-token prompts, one output token, best of 3."""
+    prefill rate: fresh `prefill_len`-token prompts (never sent to it before), one output
+    token, best of 3."""
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/v1/models") as r:
             model = (await r.json())["data"][0]["id"]
-        rates = [await _peer_prefill(http, url, model, prefill_len, 100 + i) for i in range(4)]
+        salt = secrets.randbits(30)  # prompts new to the peer's prefix cache, also on a second run
+        rates = [await _peer_prefill(http, url, model, prefill_len, salt + i) for i in range(4)]
         out = {"peer_prefill_tok_s": max(rates[1:])}  # the first one warms up
         for batch in batches:
             gaps = await asyncio.gather(*[_peer_stream(http, url, model, i) for i in range(batch)])
