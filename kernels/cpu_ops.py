@@ -53,12 +53,19 @@ def _build_tag() -> str:
     for name in SOURCES + ("vec.h", "gemm_tile.h", "linear_pairs.h", "paged_checks.h", "ops.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
+    h.update(_march().encode())
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
         h.update("".join(l for l in cpuinfo.splitlines() if l.startswith(("model name", "flags"))).encode())
     except OSError:
         pass
     return h.hexdigest()[:16]
+
+
+def _march() -> str:
+    """The ISA the kernels are built for: this CPU's, or $PARROT_KERNEL_MARCH (e.g. `haswell`
+    to build and test the AVX2 code on an AVX-512 machine)."""
+    return os.environ.get("PARROT_KERNEL_MARCH", "native")
 
 
 def build_dir() -> Path:
@@ -93,7 +100,7 @@ def _compile(directory: Path) -> None:
     start = time.perf_counter()
     load_extension(
         name="parrot_cpu_ops", sources=[str(_CSRC / s) for s in SOURCES], build_directory=str(directory),
-        extra_cflags=["-O3", "-march=native", "-fopenmp", "-DNDEBUG"], is_python_module=False, verbose=False,
+        extra_cflags=["-O3", f"-march={_march()}", "-fopenmp", "-DNDEBUG"], is_python_module=False, verbose=False,
     )
     print(f"parrot: CPU kernels built in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 

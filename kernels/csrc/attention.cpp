@@ -1,4 +1,5 @@
-// Decode attention over the paged KV cache, read in place (no gather), AVX2 + FMA.
+// Decode attention over the paged KV cache, read in place (no gather), AVX2 + FMA (the
+// scores and p @ V 16 dims a vector where the CPU has AVX-512).
 //
 // q: [B, Hq, D] (one query per sequence), caches: [num_blocks, block_size, Hkv, D], bf16.
 // block_tables: [B, max_blocks] int32, kv_lens: [B] int32. Work items are (sequence,
@@ -58,11 +59,41 @@ static inline void hsum_n(const __m256* a, float* out) {
   }
 }
 
+#ifdef __AVX512F__
+// 16 bf16 -> 16 fp32 (one vector of 16 dims), and a vector folded to 8 lanes (its halves
+// added) for the AVX2 reduction trees.
+static inline __m512 load_bf16_512(const uint16_t* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+static inline __m256 fold(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+#endif
+
 // Scores of `n` keys for the G query rows (q pre-scaled, fp32 [G, D]), U keys at a time:
 // U * G independent accumulators (in registers: G is a template parameter) hide the FMA
 // latency, and each converted key serves all G rows.
 template <int G, int U>
 void score_keys(int64_t D, const float* q, const uint16_t* const* keys, float* out /*[G, CHUNK]*/) {
+#ifdef __AVX512F__  // 16 dims a vector (D % 16 == 0)
+  __m512 a[G][U];
+  for (int j = 0; j < G; ++j)
+    for (int u = 0; u < U; ++u) a[j][u] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < D; c += 16) {
+    __m512 k[U];
+    for (int u = 0; u < U; ++u) k[u] = load_bf16_512(keys[u] + c);
+    for (int j = 0; j < G; ++j) {
+      __m512 qv = _mm512_loadu_ps(q + j * D + c);
+      for (int u = 0; u < U; ++u) a[j][u] = _mm512_fmadd_ps(qv, k[u], a[j][u]);
+    }
+  }
+  for (int j = 0; j < G; ++j) {
+    __m256 folded[U];
+    for (int u = 0; u < U; ++u) folded[u] = fold(a[j][u]);
+    hsum_n<U>(folded, out + j * CHUNK);
+  }
+#else
   __m256 a[G][U];
   for (int j = 0; j < G; ++j)
     for (int u = 0; u < U; ++u) a[j][u] = _mm256_setzero_ps();
@@ -75,11 +106,13 @@ void score_keys(int64_t D, const float* q, const uint16_t* const* keys, float* o
     }
   }
   for (int j = 0; j < G; ++j) hsum_n<U>(a[j], out + j * CHUNK);
+#endif
 }
 
 template <int G>
 void score(int64_t D, const float* q, const uint16_t* const* keys, int n, float* out /*[G, CHUNK]*/) {
-  // U * G accumulators + U keys + a query: 17 registers at G = 3 (one spills), <= 15 else
+  // U * G accumulators + U keys + a query: 17 registers at G = 3 (with AVX2's 16 one
+  // spills; AVX-512 has 32), <= 15 else
   constexpr int U = G <= 3 ? 4 : G <= 6 ? 2 : 1;
   int i = 0;
   for (; i + U <= n; i += U) score_keys<G, U>(D, q, keys + i, out + i);
@@ -114,6 +147,28 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
   // accumulators where registers allow (G <= 3): each broadcast weight serves 16 lanes,
   // and no chain of n dependent FMAs waits on the FMA latency. (At G = 7-8, 2G + 3
   // registers spill a few; measured only at G = 3.)
+#ifdef __AVX512F__  // the same with one vector for the 16 dims
+  for (int64_t c = 0; c < D; c += 16) {
+    constexpr int CHAINS = G <= 4 ? 2 : 1;
+    __m512 a[CHAINS][G];
+    for (int j = 0; j < G; ++j) {
+      a[0][j] = _mm512_loadu_ps(st.acc + j * D + c);
+      if constexpr (CHAINS == 2) a[CHAINS - 1][j] = _mm512_setzero_ps();
+    }
+    int i = 0;
+    for (; i + CHAINS <= n; i += CHAINS)
+      for (int u = 0; u < CHAINS; ++u) {
+        __m512 v = load_bf16_512(values[i + u] + c);
+        for (int j = 0; j < G; ++j) a[u][j] = _mm512_fmadd_ps(_mm512_set1_ps(p[j][i + u]), v, a[u][j]);
+      }
+    for (; i < n; ++i) {
+      __m512 v = load_bf16_512(values[i] + c);
+      for (int j = 0; j < G; ++j) a[0][j] = _mm512_fmadd_ps(_mm512_set1_ps(p[j][i]), v, a[0][j]);
+    }
+    for (int j = 0; j < G; ++j)
+      _mm512_storeu_ps(st.acc + j * D + c, CHAINS == 2 ? _mm512_add_ps(a[0][j], a[CHAINS - 1][j]) : a[0][j]);
+  }
+#else
   constexpr int CHAINS = G <= 3 ? 2 : 1;
   for (int64_t c = 0; c < D; c += 16) {
     __m256 a[CHAINS][G][2];
@@ -146,6 +201,7 @@ void accumulate(int64_t D, float* scores, const uint16_t* const* values, int n, 
         _mm256_storeu_ps(st.acc + j * D + c + 8 * h, sum);
       }
   }
+#endif
 }
 
 // Merge the S partial states of one row group, normalize, write out [G, D] and lse [G].

@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -231,7 +232,25 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
   return y;
 }
 
+// The tiles a bf16 x runs on: "avx2", "avx512-fma" or "avx512-dot". `mode` ("auto", "fma",
+// "dot"; AVX-512-BF16 builds only) sets them first.
+std::string linear_tiles(const c10::optional<c10::string_view>& mode) {
+#ifdef PARROT_LINEAR_PAIRS
+  if (mode.has_value()) {
+    const std::string m(*mode);
+    TORCH_CHECK(m == "auto" || m == "fma" || m == "dot", "linear_tiles: mode must be auto, fma or dot, got ", m);
+    pairs::bf16_tiles = m == "fma" ? pairs::Bf16Tiles::fma : m == "dot" ? pairs::Bf16Tiles::dot
+                                                                       : pairs::Bf16Tiles::automatic;
+  }
+  return pairs::dot_products_for_bf16() ? "avx512-dot" : "avx512-fma";
+#else
+  TORCH_CHECK(!mode.has_value() || *mode == "auto", "linear_tiles: this build has only the AVX2 tiles");
+  return "avx2";
+#endif
+}
+
 TORCH_LIBRARY_FRAGMENT(parrot, m) {
+  m.def("linear_tiles(str? mode=None) -> str", &linear_tiles);  // no tensors: one kernel for every key
   m.def("pack_linear_weight(Tensor weight) -> Tensor");
   m.def("packed_rows(Tensor packed, Tensor ids, int k) -> Tensor");
   m.def("linear_packed(Tensor x, Tensor packed, int n, Tensor? bias) -> Tensor");

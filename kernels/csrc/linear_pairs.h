@@ -13,6 +13,8 @@
 #define PARROT_LINEAR_PAIRS 1
 
 #include <immintrin.h>
+
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -119,10 +121,14 @@ void rows(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks, 
 // throughput differs by vendor: on this project's Intel Xeon (AVX-512-BF16, no AMX) it ran
 // at ~0.5 a cycle, a quarter of two FMAs' rate, so the FMA tiles on widened weights are
 // faster there; AMD's Zen 4 issues it at the FMA's rate (not measured here), twice the FMA
-// tiles' multiply-adds.
+// tiles' multiply-adds. `linear_tiles` (linear.cpp) can set either, for tests and A/Bs.
+enum class Bf16Tiles { automatic, fma, dot };
+inline std::atomic<Bf16Tiles> bf16_tiles{Bf16Tiles::automatic};
+
 static inline bool dot_products_for_bf16() {
   static const bool amd = __builtin_cpu_is("amd");
-  return amd;
+  Bf16Tiles t = bf16_tiles.load(std::memory_order_relaxed);
+  return t == Bf16Tiles::dot || (t == Bf16Tiles::automatic && amd);
 }
 
 }  // namespace pairs

@@ -19,10 +19,20 @@ def bf16_close(got: torch.Tensor, want: torch.Tensor, steps: float = 2.0) -> Non
     assert (err <= bound).all(), f"max err {err.max().item():.4g}, worst ratio {(err / bound).max().item():.3g}"
 
 
+@pytest.fixture(params=["auto", "fma", "dot"])
+def linear_tiles(request):
+    """Each kind of tile this build has (AVX-512-BF16 builds: FMA on widened weights and
+    vdpbf16ps, whichever the CPU's vendor does not pick by default too)."""
+    if request.param != "auto" and ops.linear_tiles() == "avx2":
+        pytest.skip("this build has only the AVX2 tiles")
+    yield ops.linear_tiles(request.param)
+    ops.linear_tiles("auto")
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 8, 9, 13, 97, 200])
 @pytest.mark.parametrize("out_features", [16, 40, 960])
 @pytest.mark.parametrize("in_features", [64, 65])
-def test_linear_matches_float64(rows, out_features, in_features):
+def test_linear_matches_float64(rows, out_features, in_features, linear_tiles):
     torch.manual_seed(rows * 1000 + out_features + in_features)
     w = torch.randn(out_features, in_features, dtype=BF16)
     x = torch.randn(rows, in_features, dtype=BF16)
@@ -271,3 +281,9 @@ def test_prefill_kernel_wide_heads_fp32_queries_and_no_queries():
     torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
     out, lse = ops.paged_prefill_attention(q[:0], k, v, blocks, 1000, True, 0.1)
     assert out.shape == (0, 16, 128) and lse.shape == (0, 16)
+
+
+def test_linear_tiles_refuse_an_unknown_mode():
+    with pytest.raises(RuntimeError, match="linear_tiles"):
+        ops.linear_tiles("amx")
+    assert ops.linear_tiles() in ("avx2", "avx512-fma", "avx512-dot")
