@@ -57,8 +57,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                    help="run each step layer by layer from Python instead of one C++ call per step "
                    "(the same CPU kernels; to compare)")
     g.add_argument("--linear-kernel", choices=("auto", "parrot", "onednn", "torch"),
-                   help="bf16 CPU projections: auto (oneDNN where it packs bf16, i.e. AVX-512/AMX, "
-                   "else Parrot's AVX2 kernel), or one of them")
+                   help="bf16 CPU projections: auto (oneDNN on AMX CPUs, else Parrot's kernel: AVX2, "
+                   "or AVX-512 with AVX-512-BF16), or one of them")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
