@@ -93,7 +93,8 @@ async def _decode_step_ms(engine, batch: int, sp) -> float:
 
 
 def _linear_kind(model) -> str:
-    return getattr(model.layers[0].mlp.down_proj, "packed_for", None) or "torch"
+    kind = getattr(model.layers[0].mlp.down_proj, "packed_for", None) or "torch"
+    return f"parrot ({torch.ops.parrot.linear_tiles()} tiles)" if kind == "parrot" else kind
 
 
 def _weight_bytes(model) -> int:
