@@ -49,7 +49,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                    help="plain paged attention even where sequences share a prefix (to compare)")
     g.add_argument("--cascade-min-saved-tokens", type=int, metavar="N",
                    help="read a shared prefix once per group only where that saves >= N token "
-                   "reads per layer, from >= 2 sharers (default on CPU: 10000 and >= 12 sharers with the "
+                   "reads per layer, from >= 2 sharers (default on CPU: 10000 and >= 16 sharers with the "
                    "CPU kernels, 2048 eager; every shared block on CUDA)")
     g.add_argument("--no-cpu-kernels", action="store_true",
                    help="the eager torch reference path instead of Parrot's fused CPU kernels")

@@ -40,7 +40,7 @@ class EngineConfig:
     enable_cascade: bool = True
     # A shared prefix is read once per group only where that saves >= this many token
     # reads per layer ((sharers - 1) * shared tokens); None: the attention backend's default
-    # (on CPU 10,000 and >= 12 sharers with the CPU kernels, 2,048 eager, both measured; every
+    # (on CPU 10,000 and >= 16 sharers with the CPU kernels, 2,048 eager, both measured; every
     # shared block on CUDA).
     cascade_min_saved_tokens: int | None = None
     num_threads: int | None = None  # torch intra-op threads; None = all cores
