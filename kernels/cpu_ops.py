@@ -35,12 +35,19 @@ SOURCES = ("linear.cpp", "attention.cpp", "prefill_attention.cpp", "merge_state.
 _CSRC = Path(__file__).parent / "csrc"
 
 
-def cpu_flags() -> frozenset[str]:
-    """The first CPU's flags in /proc/cpuinfo (empty where there is none)."""
+@functools.cache
+def _first_cpu() -> dict[str, str]:
+    """The first CPU's entries in /proc/cpuinfo (empty where there is none), read once."""
     try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
-        return frozenset()
+        block = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The first CPU's flags (empty where /proc/cpuinfo has none)."""
+    return frozenset(_first_cpu().get("flags", "").split())
 
 
 def cpu_supported() -> bool:
@@ -54,11 +61,8 @@ def _build_tag() -> str:
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     h.update(_march().encode())
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
-        h.update("".join(l for l in cpuinfo.splitlines() if l.startswith(("model name", "flags"))).encode())
-    except OSError:
-        pass
+    cpu = _first_cpu()
+    h.update((cpu.get("model name", "") + cpu.get("flags", "")).encode())
     return h.hexdigest()[:16]
 
 

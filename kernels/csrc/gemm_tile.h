@@ -97,7 +97,7 @@ void gemm_rows512(int64_t rows, const float* x, int64_t ldx, const float* w, int
 #endif
 
 // Any number of rows, in tiles of <= 6 (of <= 12 with AVX-512 and fp32 w: the prefill
-// attention's); the last tile's pass prefetches `prefetch`.
+// attention's, which passes no prefetch); the last tile's pass prefetches `prefetch`.
 template <bool ACCUMULATE, bool XT = false, typename W>
 void gemm_rows(int64_t rows, const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t K, float* out,
                int64_t ldo, const char* prefetch = nullptr, int64_t prefetch_step = 0) {

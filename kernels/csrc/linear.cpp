@@ -7,7 +7,7 @@
 //   them to fp32), and the micro-kernel is an outer product (a broadcast of x[m, k] times 16
 //   weights) with no horizontal sums; rows in tiles of 6 (12 accumulators).
 // - AVX-512-BF16: the same shape with K padded to even, each block stored as [K / 2][16][2]
-//   for vdpbf16ps (linear_pairs.h); rows in tiles of 8.
+//   (linear_pairs.h); tiles of 8 rows x 2 blocks.
 // Only this file knows the layout: packed_rows reads weight rows back out of it (a tied
 // embedding reads the head's copy).
 #include <ATen/ATen.h>
@@ -75,7 +75,7 @@ template <typename X>
 void run_tile(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks, int64_t K, float* out,
               int64_t ldo, const uint16_t* next) {
 #ifdef PARROT_LINEAR_PAIRS
-  pairs::rows(rows, x, ldx, w, blocks, K / 2, out, ldo, next);
+  pairs::tiles(rows, x, ldx, w, blocks, K / 2, out, ldo, next);
 #else
   static_assert(std::is_same_v<X, float>, "the AVX2 tiles take fp32 x");
   if (rows == 1) return tile_row(x, w, K, out, next);
@@ -135,31 +135,32 @@ void linear_rows(const X* xp, int64_t ldx, const uint16_t* wp, int64_t blocks, c
 }
 
 // x as the tiles read it: [M, padded K] rows of X (x's own memory where it already is that).
+// A bf16 x is widened here for fp32 tiles (a torch conversion per call cost more in dispatch);
+// bf16 tiles take only a bf16 x.
 template <typename X>
 const X* staged(const at::Tensor& x, int64_t K_padded, std::vector<X>& buffer) {
-  int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK((std::is_same_v<X, float>) || x.scalar_type() == at::kBFloat16, "bf16 tiles take a bf16 x");
-  const bool same_type = (x.scalar_type() == at::kFloat) == std::is_same_v<X, float>;
-  if (same_type && x.is_contiguous() && K == K_padded) return reinterpret_cast<const X*>(x.data_ptr());
+  constexpr bool fp32_tiles = std::is_same_v<X, float>;
+  const bool fp32_x = x.scalar_type() == at::kFloat;
+  TORCH_CHECK(fp32_tiles || !fp32_x, "bf16 tiles take a bf16 x");
+  const int64_t M = x.size(0), K = x.size(1);
+  if (fp32_x == fp32_tiles && x.is_contiguous() && K == K_padded) return reinterpret_cast<const X*>(x.data_ptr());
   buffer.assign(M * K_padded, X(0));
   at::Tensor src = x.contiguous();
   for (int64_t m = 0; m < M; ++m) {
     X* dst = buffer.data() + m * K_padded;
-    if constexpr (std::is_same_v<X, float>) {
-      if (src.scalar_type() == at::kFloat) {
-        std::copy(src.data_ptr<float>() + m * K, src.data_ptr<float>() + (m + 1) * K, dst);
+    if constexpr (fp32_tiles) {
+      if (fp32_x) {
+        std::copy_n(src.data_ptr<float>() + m * K, K, dst);
         continue;
       }
     }
-    {
-      const uint16_t* row = reinterpret_cast<const uint16_t*>(src.data_ptr()) + m * K;
+    const uint16_t* row = reinterpret_cast<const uint16_t*>(src.data_ptr()) + m * K;
+    if constexpr (fp32_tiles) {
       int64_t k = 0;
-      if constexpr (std::is_same_v<X, float>)  // widened here: a torch conversion per call cost more in dispatch
-        for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_bf16(row + k));
-      for (; k < K; ++k) {
-        if constexpr (std::is_same_v<X, float>) dst[k] = bf16_to_float(row[k]);
-        else dst[k] = row[k];
-      }
+      for (; k + 8 <= K; k += 8) _mm256_storeu_ps(dst + k, load_bf16(row + k));
+      for (; k < K; ++k) dst[k] = bf16_to_float(row[k]);
+    } else {
+      std::copy_n(row, K, dst);
     }
   }
   return buffer.data();

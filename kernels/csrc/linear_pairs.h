@@ -1,5 +1,6 @@
-// The linear's micro-kernels for CPUs with AVX-512-BF16 (vdpbf16ps: 16 fp32 lanes, each
-// += the dot product of two bf16 pairs, 32 multiply-adds per instruction).
+// The linear's micro-kernels for CPUs with AVX-512-BF16: FMA on widened weights (an fp32 x),
+// or vdpbf16ps (a bf16 x; 16 fp32 lanes, each += the dot product of two bf16 pairs, 32
+// multiply-adds per instruction).
 //
 // Layout ("pairs"): a block of 16 output channels is stored as [K / 2][16][2] bf16, the
 // weights of inputs 2p and 2p + 1 for channel j side by side, so one 64-byte load (a cache
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace parrot {
 namespace pairs {
@@ -33,12 +35,6 @@ static inline __m512bh pair_of(const uint16_t* x) {
 static inline __m512 even_of(__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); }
 static inline __m512 odd_of(__m512i w) {
   return _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
-}
-
-// An fp32 x: two FMAs per pair on the widened weights, so an fp32 caller keeps fp32 products.
-static inline void fma_pair(const float* x, __m512i w, __m512& c) {
-  c = _mm512_fmadd_ps(_mm512_set1_ps(x[0]), even_of(w), c);
-  c = _mm512_fmadd_ps(_mm512_set1_ps(x[1]), odd_of(w), c);
 }
 
 // A tile: R <= 8 rows of x against one or two blocks (TWO: the block at w and the next one,
@@ -111,7 +107,7 @@ void rows_of(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t P, fl
 
 // `rows` (<= kMaxRows) rows of x against `blocks` (1 or 2) consecutive blocks.
 template <typename X>
-void rows(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks, int64_t P, float* out,
+void tiles(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks, int64_t P, float* out,
           int64_t ldo, const uint16_t* next) {
   if (blocks == 2) rows_of<true>(rows, x, ldx, w, P, out, ldo, next);
   else rows_of<false>(rows, x, ldx, w, P, out, ldo, next);
