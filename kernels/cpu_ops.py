@@ -57,7 +57,7 @@ def cpu_supported() -> bool:
 
 def _build_tag() -> str:
     h = hashlib.sha256()
-    for name in SOURCES + ("vec.h", "gemm_tile.h", "linear_pairs.h", "paged_checks.h", "ops.h"):
+    for name in SOURCES + ("vec.h", "gemm_tile.h", "linear_pairs.h", "paged_checks.h", "parallel.h", "ops.h"):
         h.update((_CSRC / name).read_bytes())
     h.update(torch.__version__.encode())
     h.update(_march().encode())

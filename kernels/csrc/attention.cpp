@@ -20,6 +20,7 @@
 
 #include "ops.h"
 #include "paged_checks.h"
+#include "parallel.h"
 #include "vec.h"
 
 namespace parrot {
@@ -311,7 +312,7 @@ void attend_range(const Problem& pb, int64_t b, const T* q_seq, int64_t t0, int6
 template <int G, typename T>
 void run(const Problem& pb, const T* q, T* out, float* lse) {
   const int64_t D = pb.s.dim, S = pb.S;
-  at::parallel_for(0, pb.B * S, 1, [&](int64_t i0, int64_t i1) {
+  parallel_items(pb.B * S, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       int64_t b = i / S, p = i % S, len = pb.lens[b];
       int64_t per = (len + S - 1) / S, t0 = std::min(len, p * per), t1 = std::min(len, t0 + per);

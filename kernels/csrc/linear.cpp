@@ -22,6 +22,7 @@
 #include "gemm_tile.h"
 #include "linear_pairs.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace parrot {
 namespace {
@@ -115,14 +116,16 @@ void unit(const X* x, int64_t K, const uint16_t* w, int64_t blocks, const uint16
   }
 }
 
-// The rows [0, M) of y in chunks of M_CHUNK (keeps x's chunk in L2), the units over threads.
+// The rows [0, M) of y in chunks of M_CHUNK (keeps x's chunk in L2), the units over threads
+// in runs of about an eighth of a thread's share, claimed as threads come free (parallel.h);
+// a unit prefetches the next of its run.
 template <typename X>
 void linear_rows(const X* xp, int64_t ldx, const uint16_t* wp, int64_t blocks, const float* bp, int64_t N,
                  int64_t M, at::Tensor& y) {
   const int64_t units = (blocks + UB - 1) / UB;
   for (int64_t m0 = 0; m0 < M; m0 += M_CHUNK) {
     int64_t m1 = std::min(M, m0 + M_CHUNK);
-    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    parallel_items(units, units / (8 * at::get_num_threads()), [&](int64_t u0, int64_t u1) {
       for (int64_t u = u0; u < u1; ++u) {
         const uint16_t* w = wp + u * UB * ldx * NB;
         const int64_t nb = std::min(UB, blocks - u * UB);

@@ -169,7 +169,8 @@ def reference_run(q, k_cache, v_cache, blocks, kv_len, causal):
 @pytest.mark.parametrize("q_len,kv_len", [(1, 1), (5, 5), (17, 40), (33, 33), (100, 700), (3, 1000)])
 @pytest.mark.parametrize("heads", [(9, 3), (4, 4), (16, 2)])
 @pytest.mark.parametrize("block_size", [1, 16])
-def test_paged_prefill_attention(causal, q_len, kv_len, heads, block_size):
+def test_paged_prefill_attention(causal, q_len, kv_len, heads, block_size, linear_tiles):
+    """On either tile kind: the "dot" one runs the GEMMs on bf16 dot products."""
     torch.manual_seed(q_len * 31 + kv_len + block_size)
     hq, hkv, d = heads[0], heads[1], 64
     num_blocks = -(-kv_len // block_size)
@@ -196,7 +197,7 @@ def test_silu_of_large_negative_gates_is_zero_not_the_gate():
     assert torch.allclose(out.double(), want, atol=1e-3), out
 
 
-def test_nan_scores_propagate():
+def test_nan_scores_propagate(linear_tiles):
     k = torch.randn(2, 16, 1, 64, dtype=BF16)
     k[0, 3] = float("nan")
     q = torch.randn(1, 1, 64, dtype=BF16)
@@ -253,7 +254,7 @@ def test_merge_attention_state_propagates_nan():
     assert torch.isnan(out).all() and torch.isnan(lse).all()
 
 
-def test_prefill_kernel_key_splits_keep_nan_and_match_reference():
+def test_prefill_kernel_key_splits_keep_nan_and_match_reference(linear_tiles):
     """Few queries over many keys split their keys across threads (merged by log-sum-exp)."""
     torch.manual_seed(9)
     k = torch.randn(80, 16, 3, 64, dtype=BF16)
@@ -267,6 +268,20 @@ def test_prefill_kernel_key_splits_keep_nan_and_match_reference():
     k[blocks[60], 5] = float("nan")  # a key in the last split only
     out, _ = ops.paged_prefill_attention(q, k, v, blocks, 1100, False, 0.125)
     assert torch.isnan(out).all()
+
+
+@pytest.mark.parametrize("head_dim", [48, 128])
+def test_prefill_kernel_bf16_head_dims(head_dim, linear_tiles):
+    """128: eight blocks of 16 dims in the dot path's P @ V; 48 (not a multiple of 32): the
+    FMA path on every tile kind."""
+    torch.manual_seed(head_dim)
+    k = torch.randn(40, 16, 2, head_dim, dtype=BF16)
+    v = torch.randn(40, 16, 2, head_dim, dtype=BF16)
+    q, blocks = torch.randn(37, 8, head_dim, dtype=BF16), torch.randperm(40)[:38]
+    out, lse = ops.paged_prefill_attention(q, k, v, blocks, 601, True, 1 / math.sqrt(head_dim))
+    want_out, want_lse = reference_run(q, k, v, blocks, 601, True)
+    bf16_close(out, want_out)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-5, atol=1e-4)
 
 
 def test_prefill_kernel_wide_heads_fp32_queries_and_no_queries():
