@@ -125,16 +125,19 @@ class TorchAttentionBackend:
 
     def in_place_step(self) -> InPlaceStep | None:
         """The whole-step runner's inputs when the prepared step reads the cache in place
-        with no cascade group (decodes and prefill chunks alike); else None."""
-        plan = self._plan
-        if self._slots is None or self._cascade is not None or not plan.in_place:
+        (decodes and prefill chunks alike) and each cascade group, if any, is one run of
+        rows; else None."""
+        plan, groups = self._plan, self._cascade.groups if self._cascade is not None else []
+        if self._slots is None or not plan.in_place or any(g.row_slice is None for g in groups):
             return None
         decode, prefills = plan.decode, plan.prefills
         if decode is None:
             decode = _NO_DECODES
         return InPlaceStep(self.kv_cache, self._slots, decode.rows, decode.tables, decode.kv_lens,
                            [p.row_start for p in prefills], [p.q_len for p in prefills],
-                           [p.kv_len for p in prefills], [p.blocks for p in prefills])
+                           [p.kv_len for p in prefills], [p.blocks for p in prefills],
+                           [g.row_slice.start for g in groups], [g.row_slice.stop - g.row_slice.start for g in groups],
+                           [g.blocks for g in groups])
 
     def attend(self, q: Tensor, layer: int) -> Tensor:
         """q: [T, Hq, D] -> [T, Hq, D] in q's dtype; this step's K/V already written."""

@@ -34,8 +34,9 @@ class DecodePlan(NamedTuple):
 
 class InPlaceStep(NamedTuple):
     """A step's attention inputs for the whole-step runner (`parrot.decoder_layers`) when
-    every row reads the cache in place and no cascade group is planned: the whole cache,
-    the new tokens' slots, the decode rows with their block tables, the prefill chunks."""
+    every row reads the cache in place: the whole cache, the new tokens' slots, the decode
+    rows with their block tables, the prefill chunks (a cascade step's private level), and
+    the cascade groups, each one run of rows over its shared blocks (none: a plain step)."""
 
     kv_cache: Tensor  # [layers, 2, blocks, block_size, Hkv, D]
     slots: Tensor  # [T] long: each new token's cache slot
@@ -46,6 +47,9 @@ class InPlaceStep(NamedTuple):
     prefill_lens: list[int]  # its new tokens
     prefill_kv_lens: list[int]  # its keys (cached and new)
     prefill_blocks: list[Tensor]  # its blocks, long
+    group_starts: list[int] = []  # each cascade group's first row
+    group_lens: list[int] = []  # its rows
+    group_blocks: list[Tensor] = []  # its shared blocks, long
 
 
 class PrefillSeq(NamedTuple):

@@ -4,8 +4,10 @@
 // layer: this removes them (the "whole-step runner" of a compiled step). Any step whose
 // attention reads the cache in place with no cascade group comes here: decode rows in one
 // paged_decode_attention call, each prefill chunk (causal) in one paged_prefill_attention
-// call, as paged_attention.py does; cascade steps keep the Python path, which stays the
-// reference.
+// call, as paged_attention.py does. A cascade step whose every group is one run of rows
+// comes here too: the private level as above with its log-sum-exps, then each group's rows
+// over its shared blocks (non-causal) merged in place, as cascade.py's in-place path does;
+// any other cascade step keeps the Python path, which stays the reference.
 //
 // weights: per layer [input norm, qkv, o, post-attention norm, gate_up, down] (projections
 // packed by pack_linear_weight, no biases), then the final norm. out_features: the N of qkv,
@@ -29,6 +31,8 @@ struct StepRows {
   const at::Tensor &decode_rows, &block_tables, &kv_lens;
   at::IntArrayRef prefill_starts, prefill_lens, prefill_kv_lens;
   at::TensorList prefill_blocks;
+  at::IntArrayRef group_starts, group_lens;  // cascade groups: one run of rows each,
+  at::TensorList group_blocks;               // over their shared blocks (all keys visible)
   int64_t num_tokens;
 
   void check() const {
@@ -50,25 +54,50 @@ struct StepRows {
     }
     TORCH_CHECK(rows == num_tokens, "decoder_layers: decode and prefill rows must cover the step's ", num_tokens,
                 " tokens, got ", rows);
+    const int64_t g = static_cast<int64_t>(group_starts.size());
+    TORCH_CHECK(static_cast<int64_t>(group_lens.size()) == g && static_cast<int64_t>(group_blocks.size()) == g,
+                "decoder_layers: one start, length and block list per cascade group");
+    for (int64_t i = 0; i < g; ++i)
+      TORCH_CHECK(group_lens[i] >= 1 && group_starts[i] >= 0 && group_starts[i] + group_lens[i] <= num_tokens &&
+                      group_blocks[i].numel() >= 1,
+                  "cascade group rows out of range");
   }
 };
+
+// The private level (every row: decodes in one call, each prefill chunk in one) -> out
+// and, for the cascade's merges, lse.
+std::tuple<at::Tensor, at::Tensor> attend_rows(const at::Tensor& q, const at::Tensor& k_cache,
+                                               const at::Tensor& v_cache, const StepRows& s, double scale) {
+  if (s.prefill_starts.empty())  // every row a decode, in order
+    return paged_decode_attention(q, k_cache, v_cache, s.block_tables, s.kv_lens, scale);
+  at::Tensor out = at::empty_like(q), lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
+  if (s.decode_rows.numel() > 0) {
+    auto [o, l] =
+        paged_decode_attention(q.index_select(0, s.decode_rows), k_cache, v_cache, s.block_tables, s.kv_lens, scale);
+    out.index_copy_(0, s.decode_rows, o);
+    lse.index_copy_(0, s.decode_rows, l);
+  }
+  for (size_t i = 0; i < s.prefill_starts.size(); ++i) {
+    const int64_t start = s.prefill_starts[i], len = s.prefill_lens[i];
+    auto [o, l] = paged_prefill_attention(q.narrow(0, start, len), k_cache, v_cache, s.prefill_blocks[i],
+                                          s.prefill_kv_lens[i], true, scale);
+    out.narrow(0, start, len).copy_(o);
+    lse.narrow(0, start, len).copy_(l);
+  }
+  return {out, lse};
+}
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const StepRows& s,
                   double scale) {
   if (s.num_tokens == 0) return at::empty_like(q);
-  if (s.prefill_starts.empty())  // every row a decode, in order
-    return std::get<0>(paged_decode_attention(q, k_cache, v_cache, s.block_tables, s.kv_lens, scale));
-  at::Tensor out = at::empty_like(q);
-  if (s.decode_rows.numel() > 0) {
-    at::Tensor o = std::get<0>(
-        paged_decode_attention(q.index_select(0, s.decode_rows), k_cache, v_cache, s.block_tables, s.kv_lens, scale));
-    out.index_copy_(0, s.decode_rows, o);
-  }
-  for (size_t i = 0; i < s.prefill_starts.size(); ++i) {
-    const int64_t start = s.prefill_starts[i], len = s.prefill_lens[i];
-    at::Tensor o = std::get<0>(paged_prefill_attention(q.narrow(0, start, len), k_cache, v_cache, s.prefill_blocks[i],
-                                                       s.prefill_kv_lens[i], true, scale));
-    out.narrow(0, start, len).copy_(o);
+  auto [out, lse] = attend_rows(q, k_cache, v_cache, s, scale);
+  for (size_t i = 0; i < s.group_starts.size(); ++i) {
+    const int64_t start = s.group_starts[i], len = s.group_lens[i];
+    const at::Tensor& blocks = s.group_blocks[i];
+    auto [o, l] = paged_prefill_attention(q.narrow(0, start, len), k_cache, v_cache, blocks,
+                                          blocks.numel() * k_cache.size(1), false, scale);
+    at::Tensor out_rows = out.narrow(0, start, len), lse_rows = lse.narrow(0, start, len);
+    merge_attention_state_(out_rows, lse_rows, o, l);
   }
   return out;
 }
@@ -79,8 +108,9 @@ at::Tensor decoder_layers(const at::Tensor& x, at::TensorList weights, at::IntAr
                           const at::Tensor& positions, const at::Tensor& cos_sin, const at::Tensor& kv_cache,
                           const at::Tensor& slots, const at::Tensor& decode_rows, const at::Tensor& block_tables,
                           const at::Tensor& kv_lens, at::IntArrayRef prefill_starts, at::IntArrayRef prefill_lens,
-                          at::IntArrayRef prefill_kv_lens, at::TensorList prefill_blocks, int64_t num_heads,
-                          double eps) {
+                          at::IntArrayRef prefill_kv_lens, at::TensorList prefill_blocks,
+                          at::IntArrayRef group_starts, at::IntArrayRef group_lens, at::TensorList group_blocks,
+                          int64_t num_heads, double eps) {
   const int64_t num_weights = static_cast<int64_t>(weights.size()), layers = (num_weights - 1) / PER_LAYER;
   TORCH_CHECK(num_weights >= 1 + PER_LAYER && (num_weights - 1) % PER_LAYER == 0,
               "decoder_layers: weights must be 6 per layer plus the final norm, got ", num_weights);
@@ -91,7 +121,7 @@ at::Tensor decoder_layers(const at::Tensor& x, at::TensorList weights, at::IntAr
   TORCH_CHECK(x.dim() == 2 && positions.numel() == x.size(0), "decoder_layers: one position per token");
   const int64_t T = x.size(0);
   const StepRows rows{decode_rows, block_tables, kv_lens, prefill_starts, prefill_lens, prefill_kv_lens,
-                      prefill_blocks, T};
+                      prefill_blocks, group_starts, group_lens, group_blocks, T};
   rows.check();
   const double scale = 1.0 / std::sqrt(static_cast<double>(kv_cache.size(5)));
   const c10::optional<at::Tensor> no_bias;
@@ -113,8 +143,8 @@ at::Tensor decoder_layers(const at::Tensor& x, at::TensorList weights, at::IntAr
 TORCH_LIBRARY_FRAGMENT(parrot, m) {
   m.def("decoder_layers(Tensor(a!) x, Tensor[] weights, int[] out_features, Tensor positions, Tensor cos_sin, "
         "Tensor(b!) kv_cache, Tensor slots, Tensor decode_rows, Tensor block_tables, Tensor kv_lens, "
-        "int[] prefill_starts, int[] prefill_lens, int[] prefill_kv_lens, Tensor[] prefill_blocks, int num_heads, "
-        "float eps) -> Tensor");
+        "int[] prefill_starts, int[] prefill_lens, int[] prefill_kv_lens, Tensor[] prefill_blocks, "
+        "int[] group_starts, int[] group_lens, Tensor[] group_blocks, int num_heads, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(parrot, CPU, m) { m.impl("decoder_layers", &decoder_layers); }

@@ -35,4 +35,7 @@ std::tuple<at::Tensor, at::Tensor> paged_prefill_attention(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& blocks,
     int64_t kv_len, bool causal, double scale);
 
+// merge_state.cpp: (out, lse) <- the log-sum-exp merge of (out, lse) and (o_b, lse_b), in place.
+void merge_attention_state_(at::Tensor& out, at::Tensor& lse, const at::Tensor& o_b, const at::Tensor& lse_b);
+
 }  // namespace parrot

@@ -230,8 +230,8 @@ class FusedAttention(Attention, Protocol):
         ...
 
     def in_place_step(self) -> InPlaceStep | None:
-        """This step's whole-cache inputs when every row reads the cache in place and no
-        cascade group is planned; None for any other step."""
+        """This step's whole-cache inputs when every row reads the cache in place and each
+        cascade group, if any, is one run of rows; None for any other step."""
         ...
 
 
@@ -245,9 +245,9 @@ class LayerStack(NamedTuple):
 
 class LlamaModel(nn.Module):
     uses_kernels = False
-    # a step that reads the cache in place with no cascade group runs every layer in one C++
-    # call (`parrot.decoder_layers`) where the weights allow it; False: layer by layer from
-    # Python (the runner's reference)
+    # a step that reads the cache in place (cascade groups as runs of rows included) runs
+    # every layer in one C++ call (`parrot.decoder_layers`) where the weights allow it;
+    # False: layer by layer from Python (the runner's reference)
     step_runner = False
     _stack: LayerStack | None = None
 

@@ -173,17 +173,34 @@ RUNNER_STEPS = [
 ]
 
 
-def run_steps(model, cfg, steps, block_size: int = 16):
-    """Run `steps` (lists of (sequence, new tokens)) through a kernels backend; returns the
-    logits of every row of every step [rows, vocab] and the cache."""
+# Forks of sequence 0's first two blocks (32 tokens; 1-3) next to an unrelated sequence (4):
+# cascade groups over one run of rows (steps 1, 2, 4) and over rows that are not one run
+# (step 3: rows 0 and 7), next to decodes and prefill chunks.
+CASCADE_STEPS = [
+    [(0, 40)],
+    [(1, 5), (2, 3), (3, 1)],
+    [(0, 1), (1, 1), (2, 1), (3, 1)],
+    [(1, 1), (4, 6), (2, 1)],
+    [(2, 1), (3, 1), (1, 1), (0, 1)],
+]
+
+
+def run_steps(model, cfg, steps, block_size: int = 16, forks: tuple[int, ...] = ()):
+    """Run `steps` (lists of (sequence, new tokens)) through a kernels backend; `forks`
+    start as forks of sequence 0's first two blocks, with cascade attention over them.
+    Returns the logits of every row of every step [rows, vocab], the cache, and per step
+    (cascade step, the runner could take it)."""
     num_seqs = 1 + max(seq for step in steps for seq, _ in step)
-    fed = [0] * num_seqs
     blocks_each = 8
     kv = torch.zeros(cfg.num_layers, 2, blocks_each * num_seqs, block_size, cfg.num_kv_heads, cfg.head_dim,
                      dtype=model.norm.weight.dtype)
-    backend = make_backend(kv, "cpu", enable_cascade=False, use_kernels=model.uses_kernels)
+    backend = make_backend(kv, "cpu", enable_cascade=bool(forks), cascade_min_saved_tokens=0 if forks else None,
+                           use_kernels=model.uses_kernels)
     tables = [list(range(i * blocks_each, (i + 1) * blocks_each)) for i in range(num_seqs)]
-    out = []
+    fed = [0] * num_seqs
+    for seq in forks:
+        tables[seq], fed[seq] = tables[0][:2] + tables[seq][2:], 2 * block_size
+    out, kinds = [], []
     with torch.inference_mode():
         for step in steps:
             ids, positions = [], []
@@ -193,9 +210,9 @@ def run_steps(model, cfg, steps, block_size: int = 16):
                 fed[seq] += n
             backend.prepare(AttentionBatch([n for _, n in step], [fed[seq] for seq, _ in step],
                                            [tables[seq] for seq, _ in step]))
-            assert backend.in_place_step() is not None
+            kinds.append((backend.is_cascade_step, backend.in_place_step() is not None))
             out.append(model.compute_logits(model(torch.tensor(ids), torch.tensor(positions), backend)))
-    return torch.cat(out), kv
+    return torch.cat(out), kv, kinds
 
 
 def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_path, smollm_dir, monkeypatch):
@@ -213,11 +230,35 @@ def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_
     runner = torch.ops.parrot.decoder_layers
     monkeypatch.setattr(torch.ops.parrot, "decoder_layers", lambda *a: calls.append(1) or runner(*a))
     assert model.step_runner
-    fast, fast_kv = run_steps(model, cfg, RUNNER_STEPS)
-    assert len(calls) == len(RUNNER_STEPS)  # every step ran in one call
+    fast, fast_kv, kinds = run_steps(model, cfg, RUNNER_STEPS)
+    assert kinds == [(False, True)] * len(RUNNER_STEPS) and len(calls) == len(RUNNER_STEPS)  # one call a step
     model.step_runner = False
-    slow, slow_kv = run_steps(model, cfg, RUNNER_STEPS)
+    slow, slow_kv, _ = run_steps(model, cfg, RUNNER_STEPS)
     assert len(calls) == len(RUNNER_STEPS)
+    assert torch.equal(fast, slow) and torch.equal(fast_kv, slow_kv)
+
+
+def test_the_step_runner_merges_cascade_groups_exactly_as_the_python_path(tmp_path, smollm_dir, monkeypatch):
+    """Cascade steps whose groups are each one run of rows run in one call too: the private
+    level, then each group over its shared blocks merged by log-sum-exp, bit for bit what
+    cascade.py's in-place path computes; a group over rows that are not one run keeps the
+    Python path."""
+    from parrot_kernels import cpu_ops
+
+    if not cpu_ops.load():
+        pytest.skip("Parrot CPU kernels not available here")
+    path, _ = make_tiny_model(tmp_path, smollm_dir, "llama", num_hidden_layers=3, tie_word_embeddings=True)
+    cfg = load_hf_config(path)
+    model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
+    calls = []
+    runner = torch.ops.parrot.decoder_layers
+    monkeypatch.setattr(torch.ops.parrot, "decoder_layers", lambda *a: calls.append(1) or runner(*a))
+    fast, fast_kv, kinds = run_steps(model, cfg, CASCADE_STEPS, forks=(1, 2, 3))
+    assert kinds == [(False, True), (True, True), (True, True), (True, False), (True, True)]
+    assert len(calls) == 4
+    model.step_runner = False
+    slow, slow_kv, _ = run_steps(model, cfg, CASCADE_STEPS, forks=(1, 2, 3))
+    assert len(calls) == 4
     assert torch.equal(fast, slow) and torch.equal(fast_kv, slow_kv)
 
 
@@ -233,19 +274,19 @@ def test_the_step_runner_steps_aside_for_weights_it_does_not_run(tmp_path, smoll
     cfg = load_hf_config(path)
     model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
     assert model._layer_stack() is None and not model.step_runner
-    logits, _ = run_steps(model, cfg, RUNNER_STEPS[:2])  # still serves
+    logits, _, _ = run_steps(model, cfg, RUNNER_STEPS[:2])  # still serves
     assert logits.isfinite().all()
     kv = torch.zeros(cfg.num_layers, 2, 4, 16, cfg.num_kv_heads, cfg.head_dim, dtype=torch.bfloat16)
     x = torch.zeros(1, cfg.hidden_size, dtype=torch.bfloat16)
     one = torch.zeros(1, dtype=torch.long)
-    rows = (one, torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), [], [], [], [])
+    rows = (one, torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), [], [], [], [], [], [], [])
     with pytest.raises(RuntimeError, match="6 per layer"):
         torch.ops.parrot.decoder_layers(x, [x[0]] * 5, [1, 1, 1, 1], one, model.rope.cos_sin, kv, one, *rows,
                                         cfg.num_heads, 1e-5)
     stack = [x[0]] * (6 * cfg.num_layers + 1)
     with pytest.raises(RuntimeError, match="cover the step"):  # one decode row and a 1-token prefill: 2 rows, not 1
         torch.ops.parrot.decoder_layers(x, stack, [1, 1, 1, 1], one, model.rope.cos_sin, kv, one, *rows[:3],
-                                        [0], [1], [1], [one], cfg.num_heads, 1e-5)
+                                        [0], [1], [1], [one], [], [], [], cfg.num_heads, 1e-5)
 
 
 @pytest.mark.parametrize("flags,onednn,kernels,want", [

@@ -204,11 +204,11 @@ def test_random_forests_plan_integrity_and_match(seed):
 
 
 @pytest.mark.parametrize("enable_cascade,use_kernels,expect", [
-    (True, True, False),  # the step has a group: cascade stays in Python
+    (True, True, True),  # read in place, one group over one run of rows: the runner takes it
     (False, True, True),  # read in place, no group: the whole-step runner's case
     (False, False, False),  # gathered decode: no kernels, no runner
 ])
-def test_only_an_in_place_step_with_no_group_offers_the_runner_its_inputs(enable_cascade, use_kernels, expect):
+def test_an_in_place_step_offers_the_runner_its_inputs_and_groups(enable_cascade, use_kernels, expect):
     bs = 4
     forks = [(2 * bs, [(3, 1), (5, 2), (1, 1)])]  # two decodes and a 2-token chunk forked from one prompt
     batch = forked_batch(forks, bs, BlockPool(40, random.Random(0)))
@@ -221,10 +221,15 @@ def test_only_an_in_place_step_with_no_group_offers_the_runner_its_inputs(enable
     assert (step is not None) == expect
     if step is not None:
         assert step.kv_cache is cache and step.slots.tolist() == backend.kv_target(0)[2].tolist()
+        private = backend._cascade.private_batch if enable_cascade else batch  # the private level's keys
         decodes = [i for i, q_len in enumerate(batch.q_lens) if q_len == 1]
         starts = batch.query_starts()
         assert step.decode_rows.tolist() == [starts[i] for i in decodes]
-        assert step.kv_lens.tolist() == [batch.kv_lens[i] for i in decodes]
+        assert step.kv_lens.tolist() == [private.kv_lens[i] for i in decodes]
+        groups = backend._cascade.groups if enable_cascade else []
+        assert step.group_starts == [g.row_slice.start for g in groups] == ([0] if enable_cascade else [])
+        assert step.group_lens == [g.rows.numel() for g in groups]
+        assert [b.tolist() for b in step.group_blocks] == [g.blocks.tolist() for g in groups]
         chunk = batch.q_lens.index(2)
         assert (step.prefill_starts, step.prefill_lens, step.prefill_kv_lens) == (
-            [starts[chunk]], [2], [batch.kv_lens[chunk]])
+            [starts[chunk]], [2], [private.kv_lens[chunk]])
