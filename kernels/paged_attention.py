@@ -47,9 +47,9 @@ class InPlaceStep(NamedTuple):
     prefill_lens: list[int]  # its new tokens
     prefill_kv_lens: list[int]  # its keys (cached and new)
     prefill_blocks: list[Tensor]  # its blocks, long
-    group_starts: list[int] = []  # each cascade group's first row
-    group_lens: list[int] = []  # its rows
-    group_blocks: list[Tensor] = []  # its shared blocks, long
+    group_starts: list[int]  # each cascade group's first row
+    group_lens: list[int]  # its rows
+    group_blocks: list[Tensor]  # its shared blocks, long
 
 
 class PrefillSeq(NamedTuple):

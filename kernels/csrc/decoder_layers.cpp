@@ -65,24 +65,26 @@ struct StepRows {
 };
 
 // The private level (every row: decodes in one call, each prefill chunk in one) -> out
-// and, for the cascade's merges, lse.
+// and, only where a cascade group merges into it (`with_lse`), lse.
 std::tuple<at::Tensor, at::Tensor> attend_rows(const at::Tensor& q, const at::Tensor& k_cache,
-                                               const at::Tensor& v_cache, const StepRows& s, double scale) {
+                                               const at::Tensor& v_cache, const StepRows& s, double scale,
+                                               bool with_lse) {
   if (s.prefill_starts.empty())  // every row a decode, in order
     return paged_decode_attention(q, k_cache, v_cache, s.block_tables, s.kv_lens, scale);
-  at::Tensor out = at::empty_like(q), lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
+  at::Tensor out = at::empty_like(q), lse;
+  if (with_lse) lse = at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat));
   if (s.decode_rows.numel() > 0) {
     auto [o, l] =
         paged_decode_attention(q.index_select(0, s.decode_rows), k_cache, v_cache, s.block_tables, s.kv_lens, scale);
     out.index_copy_(0, s.decode_rows, o);
-    lse.index_copy_(0, s.decode_rows, l);
+    if (with_lse) lse.index_copy_(0, s.decode_rows, l);
   }
   for (size_t i = 0; i < s.prefill_starts.size(); ++i) {
     const int64_t start = s.prefill_starts[i], len = s.prefill_lens[i];
     auto [o, l] = paged_prefill_attention(q.narrow(0, start, len), k_cache, v_cache, s.prefill_blocks[i],
                                           s.prefill_kv_lens[i], true, scale);
     out.narrow(0, start, len).copy_(o);
-    lse.narrow(0, start, len).copy_(l);
+    if (with_lse) lse.narrow(0, start, len).copy_(l);
   }
   return {out, lse};
 }
@@ -90,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> attend_rows(const at::Tensor& q, const at::Te
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const StepRows& s,
                   double scale) {
   if (s.num_tokens == 0) return at::empty_like(q);
-  auto [out, lse] = attend_rows(q, k_cache, v_cache, s, scale);
+  auto [out, lse] = attend_rows(q, k_cache, v_cache, s, scale, !s.group_starts.empty());
   for (size_t i = 0; i < s.group_starts.size(); ++i) {
     const int64_t start = s.group_starts[i], len = s.group_lens[i];
     const at::Tensor& blocks = s.group_blocks[i];

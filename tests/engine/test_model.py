@@ -215,10 +215,9 @@ def run_steps(model, cfg, steps, block_size: int = 16, forks: tuple[int, ...] = 
     return torch.cat(out), kv, kinds
 
 
-def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_path, smollm_dir, monkeypatch):
-    """`parrot.decoder_layers` (a step's layers in one C++ call) runs the same kernels in the
-    same order as the Python path: identical logits and KV cache, bit for bit, for prefill
-    chunks, decodes next to them and plain decode steps (GQA: 2 query heads per kv head)."""
+def runner_model(tmp_path, smollm_dir, monkeypatch):
+    """A tiny 3-layer Llama on Parrot's kernels (skips without them), and the list each
+    `parrot.decoder_layers` call appends to."""
     from parrot_kernels import cpu_ops
 
     if not cpu_ops.load():
@@ -229,6 +228,14 @@ def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_
     calls = []
     runner = torch.ops.parrot.decoder_layers
     monkeypatch.setattr(torch.ops.parrot, "decoder_layers", lambda *a: calls.append(1) or runner(*a))
+    return model, cfg, calls
+
+
+def test_the_step_runner_computes_exactly_what_the_layer_by_layer_path_does(tmp_path, smollm_dir, monkeypatch):
+    """`parrot.decoder_layers` (a step's layers in one C++ call) runs the same kernels in the
+    same order as the Python path: identical logits and KV cache, bit for bit, for prefill
+    chunks, decodes next to them and plain decode steps (GQA: 2 query heads per kv head)."""
+    model, cfg, calls = runner_model(tmp_path, smollm_dir, monkeypatch)
     assert model.step_runner
     fast, fast_kv, kinds = run_steps(model, cfg, RUNNER_STEPS)
     assert kinds == [(False, True)] * len(RUNNER_STEPS) and len(calls) == len(RUNNER_STEPS)  # one call a step
@@ -243,16 +250,7 @@ def test_the_step_runner_merges_cascade_groups_exactly_as_the_python_path(tmp_pa
     level, then each group over its shared blocks merged by log-sum-exp, bit for bit what
     cascade.py's in-place path computes; a group over rows that are not one run keeps the
     Python path."""
-    from parrot_kernels import cpu_ops
-
-    if not cpu_ops.load():
-        pytest.skip("Parrot CPU kernels not available here")
-    path, _ = make_tiny_model(tmp_path, smollm_dir, "llama", num_hidden_layers=3, tie_word_embeddings=True)
-    cfg = load_hf_config(path)
-    model = load_model(path, cfg, torch.bfloat16, "cpu", 512, progress=False, linear_kernel="parrot")
-    calls = []
-    runner = torch.ops.parrot.decoder_layers
-    monkeypatch.setattr(torch.ops.parrot, "decoder_layers", lambda *a: calls.append(1) or runner(*a))
+    model, cfg, calls = runner_model(tmp_path, smollm_dir, monkeypatch)
     fast, fast_kv, kinds = run_steps(model, cfg, CASCADE_STEPS, forks=(1, 2, 3))
     assert kinds == [(False, True), (True, True), (True, True), (True, False), (True, True)]
     assert len(calls) == 4
