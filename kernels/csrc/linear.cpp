@@ -6,8 +6,9 @@
 //   weights of input k are contiguous (in kUnpackOrder, so one load and two unpacks widen
 //   them to fp32), and the micro-kernel is an outer product (a broadcast of x[m, k] times 16
 //   weights) with no horizontal sums; rows in tiles of 6 (12 accumulators).
-// - AVX-512-BF16: the same shape with K padded to even, each block stored as [K / 2][16][2]
-//   (linear_pairs.h); tiles of 8 rows x 2 blocks.
+// - AVX-512: the same shape with K padded to even, each block stored as [K / 2][16][2]
+//   (linear_pairs.h); tiles of 8 rows x 2 blocks, FMA on widened weights, or bf16 dot
+//   products where the CPU has AVX-512-BF16.
 // Only this file knows the layout: packed_rows reads weight rows back out of it (a tied
 // embedding reads the head's copy).
 #include <ATen/ATen.h>
@@ -225,7 +226,7 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr());
   at::Tensor y = at::empty({M, N}, x.options());
   thread_local std::vector<float> x_fp32;
-#ifdef PARROT_LINEAR_PAIRS
+#ifdef PARROT_LINEAR_DOT
   thread_local std::vector<uint16_t> x_bf16;
   if (x.scalar_type() == at::kBFloat16 && pairs::dot_products_for_bf16()) {
     linear_rows(staged(x, Kp, x_bf16), Kp, wp, blocks, bp, N, M, y);
@@ -237,12 +238,15 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed, int64_t 
 }
 
 // The tiles a bf16 x runs on: "avx2", "avx512-fma" or "avx512-dot". `mode` ("auto", "fma",
-// "dot"; AVX-512-BF16 builds only) sets them first.
+// "dot"; AVX-512 builds only, "dot" with AVX-512-BF16) sets them first.
 std::string linear_tiles(const c10::optional<c10::string_view>& mode) {
 #ifdef PARROT_LINEAR_PAIRS
   if (mode.has_value()) {
     const std::string m(*mode);
     TORCH_CHECK(m == "auto" || m == "fma" || m == "dot", "linear_tiles: mode must be auto, fma or dot, got ", m);
+#ifndef PARROT_LINEAR_DOT
+    TORCH_CHECK(m != "dot", "linear_tiles: this CPU has no AVX-512-BF16 (dot products); its tiles are avx512-fma");
+#endif
     pairs::bf16_tiles = m == "fma" ? pairs::Bf16Tiles::fma : m == "dot" ? pairs::Bf16Tiles::dot
                                                                        : pairs::Bf16Tiles::automatic;
   }

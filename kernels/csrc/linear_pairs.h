@@ -1,6 +1,6 @@
-// The linear's micro-kernels for CPUs with AVX-512-BF16: FMA on widened weights (an fp32 x),
-// or vdpbf16ps (a bf16 x; 16 fp32 lanes, each += the dot product of two bf16 pairs, 32
-// multiply-adds per instruction).
+// The linear's micro-kernels for CPUs with AVX-512: FMA on widened weights (an fp32 x; AVX-512F),
+// or, where the CPU has AVX-512-BF16 (PARROT_LINEAR_DOT), vdpbf16ps (a bf16 x; 16 fp32 lanes,
+// each += the dot product of two bf16 pairs, 32 multiply-adds per instruction).
 //
 // Layout ("pairs"): a block of 16 output channels is stored as [K / 2][16][2] bf16, the
 // weights of inputs 2p and 2p + 1 for channel j side by side, so one 64-byte load (a cache
@@ -10,8 +10,11 @@
 // so the two layouts differ only in the order of the fp32 sums.
 #pragma once
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if defined(__AVX512F__)
 #define PARROT_LINEAR_PAIRS 1
+#if defined(__AVX512BF16__)
+#define PARROT_LINEAR_DOT 1
+#endif
 
 #include <immintrin.h>
 
@@ -23,6 +26,7 @@
 namespace parrot {
 namespace pairs {
 
+#ifdef PARROT_LINEAR_DOT
 static inline __m512bh weights(const uint16_t* w) { return (__m512bh)_mm512_loadu_si512(w); }
 
 static inline __m512bh pair_of(const uint16_t* x) {
@@ -30,6 +34,7 @@ static inline __m512bh pair_of(const uint16_t* x) {
   std::memcpy(&both, x, sizeof(both));
   return (__m512bh)_mm512_set1_epi32(both);
 }
+#endif
 
 // The pair's weights widened to fp32 (a bf16 is the high half of an fp32): inputs 2p and 2p + 1.
 static inline __m512 even_of(__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); }
@@ -66,6 +71,9 @@ void tile(const X* x, int64_t ldx, const uint16_t* w, int64_t P, float* out, int
       PARROT_PAIR_ROWS(STEP)
 #undef STEP
     } else {
+#ifndef PARROT_LINEAR_DOT
+      static_assert(std::is_same_v<X, float>, "bf16 x needs AVX-512-BF16's dot products");
+#else
       __m512bh v0 = weights(w + p * 32), v1 = TWO ? weights(w1 + p * 32) : v0;
 #define STEP(r)                                                       \
       if constexpr (R > r) {                                          \
@@ -75,6 +83,7 @@ void tile(const X* x, int64_t ldx, const uint16_t* w, int64_t P, float* out, int
       }
       PARROT_PAIR_ROWS(STEP)
 #undef STEP
+#endif
     }
   }
 #define STORE(r)                                             \
@@ -121,10 +130,15 @@ void tiles(int rows, const X* x, int64_t ldx, const uint16_t* w, int64_t blocks,
 enum class Bf16Tiles { automatic, fma, dot };
 inline std::atomic<Bf16Tiles> bf16_tiles{Bf16Tiles::automatic};
 
+// AVX-512 without BF16 (an Intel Xeon whose hypervisor hides it) has the FMA tiles only.
 static inline bool dot_products_for_bf16() {
+#ifdef PARROT_LINEAR_DOT
   static const bool amd = __builtin_cpu_is("amd");
   Bf16Tiles t = bf16_tiles.load(std::memory_order_relaxed);
   return t == Bf16Tiles::dot || (t == Bf16Tiles::automatic && amd);
+#else
+  return false;
+#endif
 }
 
 }  // namespace pairs

@@ -174,7 +174,7 @@ void load_queries(const Run& run, const T* q, int64_t q0, int64_t nq, int64_t he
     }
 }
 
-#ifdef PARROT_LINEAR_PAIRS
+#ifdef PARROT_LINEAR_DOT
 // The dot path (bf16 queries, D a multiple of 32, `linear_tiles` on dot products: AMD's
 // AVX-512-BF16): the two GEMMs in vdpbf16ps, bf16 pairs multiplied exactly and summed in
 // fp32. S^T = K . Q^T runs on the linear's tiles (linear_pairs.h) with the keys' rows, read
@@ -315,7 +315,7 @@ void attend_tile(const Run& run, const T* q, int64_t q0, int64_t head, int64_t k
   tile.resize(RP, D);
   set_visible(run, q0, nq, RP, tile);
   const int64_t first = static_cast<int64_t>(tile.visible[0]), end = std::min<int64_t>(k1, tile.visible[R - 1]);
-#ifdef PARROT_LINEAR_PAIRS
+#ifdef PARROT_LINEAR_DOT
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     if (run.dot) {
       dot::load_queries(run, q, q0, nq, head, RP, tile);
@@ -425,7 +425,7 @@ void run_items(const Run& run, const T* q, T* out, float* lse, int64_t tiles, in
 // Whether the GEMMs run on bf16 dot products (see the dot path): bf16 queries, D % 32 == 0,
 // and the linear's tiles on dot products (`linear_tiles`).
 bool uses_dot_products(at::ScalarType q_dtype, int64_t D) {
-#ifdef PARROT_LINEAR_PAIRS
+#ifdef PARROT_LINEAR_DOT
   return q_dtype == at::kBFloat16 && D % 32 == 0 && pairs::dot_products_for_bf16();
 #else
   return false;

@@ -25,6 +25,8 @@ def linear_tiles(request):
     vdpbf16ps, whichever the CPU's vendor does not pick by default too)."""
     if request.param != "auto" and ops.linear_tiles() == "avx2":
         pytest.skip("this build has only the AVX2 tiles")
+    if request.param == "dot" and "avx512_bf16" not in cpu_ops.cpu_flags():
+        pytest.skip("this CPU has no AVX-512-BF16 dot products")
     yield ops.linear_tiles(request.param)
     ops.linear_tiles("auto")
 
@@ -302,3 +304,12 @@ def test_linear_tiles_refuse_an_unknown_mode():
     with pytest.raises(RuntimeError, match="linear_tiles"):
         ops.linear_tiles("amx")
     assert ops.linear_tiles() in ("avx2", "avx512-fma", "avx512-dot")
+
+
+@pytest.mark.skipif("avx512_bf16" in cpu_ops.cpu_flags() or "avx512f" not in cpu_ops.cpu_flags(),
+                    reason="for AVX-512 CPUs without BF16")
+def test_avx512_without_bf16_runs_the_fma_tiles_and_refuses_dot_products():
+    assert ops.linear_tiles() == "avx512-fma"
+    with pytest.raises(RuntimeError, match="AVX-512-BF16"):
+        ops.linear_tiles("dot")
+    assert ops.linear_tiles() == "avx512-fma"
