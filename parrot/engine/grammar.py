@@ -17,7 +17,6 @@ from typing import Any
 import llguidance
 import llguidance.hf
 import torch
-from llguidance.torch import fill_next_token_bitmask_par
 
 from parrot.engine.sampling_params import Constraint
 
@@ -76,8 +75,11 @@ class GrammarCompiler:
     def fill_masks(self, matchers: list[llguidance.LLMatcher]) -> torch.Tensor:
         """The next-token bitmask of each matcher: [len(matchers), mask_width] int32."""
         masks = torch.empty(len(matchers), self.mask_width, dtype=torch.int32)
-        fill_next_token_bitmask_par(self._executor, [(m, i) for i, m in enumerate(matchers)],
-                                    masks)
+        # What llguidance.torch.fill_next_token_bitmask_par does, without importing that
+        # module: it applies torch.compile at import (torch._dynamo and inductor, ~3 s of
+        # every server start). `masks` is ours: contiguous int32 rows on the CPU.
+        self._executor.unsafe_compute_mask_ptr([(m, i) for i, m in enumerate(matchers)],
+                                               masks.data_ptr(), self.mask_width * 4, len(matchers))
         return masks
 
 

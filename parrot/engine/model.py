@@ -105,7 +105,7 @@ class RMSNorm(nn.Module):
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     dim = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu") / dim))
     scaling = cfg.rope_scaling or {}
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "linear":
@@ -131,7 +131,9 @@ def _llama3_scaling(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     def __init__(self, cfg: ModelConfig, max_len: int):
         super().__init__()
-        t = torch.arange(max_len, dtype=torch.float64)
+        # on the CPU even under the loader's meta device (there torch._refs would compute it,
+        # importing torch._dynamo: ~1 s of every start); the loader sets the tables again
+        t = torch.arange(max_len, dtype=torch.float64, device="cpu")
         freqs = torch.outer(t, rope_inv_freq(cfg))  # [max_len, head_dim/2]
         self.register_buffer("cos", freqs.cos().float(), persistent=False)
         self.register_buffer("sin", freqs.sin().float(), persistent=False)
@@ -254,7 +256,10 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, max_len: int):
         super().__init__()
         self.config = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        # `_weight`: no random init (under the loader's meta device that goes through
+        # torch._refs, importing torch._dynamo); the loader fills it
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size,
+                                         _weight=torch.empty(cfg.vocab_size, cfg.hidden_size))
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rope = RotaryEmbedding(cfg, max_len)
