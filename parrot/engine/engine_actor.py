@@ -17,6 +17,7 @@ Errors travel in band as `Failure` (a kind and a message), never as pickled exce
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from typing import Any, NamedTuple
@@ -58,6 +59,8 @@ class EngineActor:
         self.table = ContextTable(self.engine)
         self.injector = FailureInjector(self.engine)
         self.injector.attach()
+        gc.collect()  # start-up's objects out of the cyclic GC's scans, as parrot serve does
+        gc.freeze()  # (server/serve.py: a full collection over them stalled every request)
         e = self.engine
         return {"model_name": e.model_name, "max_model_len": e.max_model_len,
                 "vocab_size": e.model_config.vocab_size, "pid": os.getpid(),

@@ -218,3 +218,5 @@ def test_metrics_exposition(client, parrot_server):
     assert after[key("parrot:num_requests_running", engine="0")] == 0
     assert 0 <= after[key("parrot:kv_cache_usage_perc", engine="0")] <= 1
     assert after[("process_cpu_seconds_total", frozenset())] > 0
+    # start-up's objects (torch, the model's modules, the tokenizer) frozen out of GC scans
+    assert after[("python_gc_frozen_objects", frozenset())] > 100_000
