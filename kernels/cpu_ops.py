@@ -50,6 +50,11 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_first_cpu().get("flags", "").split())
 
 
+def cpu_model() -> str:
+    """The first CPU's model name ("" where /proc/cpuinfo has none)."""
+    return _first_cpu().get("model name", "")
+
+
 def cpu_supported() -> bool:
     """x86-64 with AVX2 and FMA (every kernel here is written for them)."""
     return platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= cpu_flags()

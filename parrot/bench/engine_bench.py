@@ -218,6 +218,20 @@ def measure_startup(dtype: str, kv_memory_gb: float, cold_kernels: bool = False)
     return {"startup_s": float(seconds), "rss_gib": int(rss) / 2**30}
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu_line(model: str, flags: frozenset[str] | set[str]) -> str:
+    """The CPU and the ISA extensions that decide the kernels; where it has no bf16
+    arithmetic (neither AVX-512-BF16 nor AMX) a bf16 peer runs emulated bf16, so say so."""
+    isa = " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + "/".join(ISA_FLAGS)
+    line = f"cpu {model or 'unknown'}: {isa}"
+    if not {"avx512_bf16", "amx_bf16"} & set(flags):
+        line += ("; no bf16 arithmetic here: a bf16 peer (vLLM --dtype bfloat16) runs it emulated, "
+                 "measure its float32 too")
+    return line
+
+
 def report(r: dict) -> str:
     bw = r["read_gb_s"]
     params = r["weight_bytes"] / r["weight_bytes_per_param"]
@@ -227,6 +241,7 @@ def report(r: dict) -> str:
     prefill_floor = r["matmul_gflops"] * 1e9 / prefill_flops
     lines = [f"model {r['model']} ({r['dtype']}), {torch.get_num_threads()} threads, "
              f"read bandwidth {bw:.1f} GB/s (measured)",
+             cpu_line(r.get("cpu_model", ""), set(r.get("cpu_flags", ()))),
              f"start to first token   {r['startup_s']:.1f} s   resident memory {r['rss_gib']:.2f} GiB "
              f"(KV pool {r['kv_memory_gb']} GiB)"
              + (f"; {r['startup_cold_s']:.1f} s compiling the CPU kernels" if "startup_cold_s" in r else ""),
@@ -290,8 +305,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from parrot_kernels import cpu_ops
+
     r = {"dtype": args.dtype, "kv_memory_gb": args.kv_memory_gb, "batches": args.batches,
-         "prefill_len": args.prefill_len}
+         "prefill_len": args.prefill_len, "cpu_model": cpu_ops.cpu_model(),
+         "cpu_flags": sorted(f for f in cpu_ops.cpu_flags() if f in ISA_FLAGS)}
     r.update(measure_startup(args.dtype, args.kv_memory_gb))
     if args.cold_start:
         r.update(measure_startup(args.dtype, args.kv_memory_gb, cold_kernels=True))

@@ -126,3 +126,15 @@ def test_cli_parses_bench_apps():
 def _kinds(name: str) -> tuple[str, ...]:
     return {"chain_summary": ("chain",), "map_reduce": ("job",), "shared_prompt": ("request",),
             "gpts": ("request",), "multi_agent": ("file",), "mixed": ("chat", "job")}[name]
+
+
+def test_the_engine_report_names_the_cpu_and_warns_of_emulated_bf16_peers():
+    from parrot.bench.engine_bench import cpu_line
+
+    without = cpu_line("Intel(R) Xeon(R) Processor", {"avx2", "avx512f", "avx512_vnni", "sse4_2"})
+    assert without.startswith("cpu Intel(R) Xeon(R) Processor: avx2 avx512f avx512_vnni;")
+    assert "emulated" in without
+    for bf16 in ("avx512_bf16", "amx_bf16"):
+        line = cpu_line("AMD EPYC", {"avx2", "avx512f", bf16})
+        assert line.endswith(bf16) and "emulated" not in line
+    assert "none of" in cpu_line("", set())
