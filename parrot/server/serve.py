@@ -63,7 +63,7 @@ def freeze_startup_heap() -> None:
     """Take what start-up made (modules, the model's modules, the tokenizer: ~300,000
     objects) out of the cyclic GC's reach: a full collection over it took 230-290 ms on a
     2-core machine, a stall of every running request; then only what serving allocates is
-    scanned (as vLLM and SGLang servers freeze theirs after start-up)."""
+    scanned (as vLLM's engine core freezes its start-up heap)."""
     gc.collect()
     gc.freeze()
 
