@@ -132,7 +132,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, cfg: ModelConfig, max_len: int):
         super().__init__()
         # on the CPU even under the loader's meta device (there torch._refs would compute it,
-        # importing torch._dynamo: ~1 s of every start); the loader sets the tables again
+        # importing torch._dynamo: ~1 s of every start); the loader keeps these tables
         t = torch.arange(max_len, dtype=torch.float64, device="cpu")
         freqs = torch.outer(t, rope_inv_freq(cfg))  # [max_len, head_dim/2]
         self.register_buffer("cos", freqs.cos().float(), persistent=False)

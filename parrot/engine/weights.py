@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from parrot.engine.config import ModelConfig
-from parrot.engine.model import LlamaModel, RotaryEmbedding, packing_for
+from parrot.engine.model import LlamaModel, packing_for
 from parrot_kernels import cpu_ops
 
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama", "mistral", "qwen2"}
@@ -40,8 +40,10 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
     a step's layers in one C++ call where the kernels run."""
     with torch.device("meta"):
         model = LlamaModel(cfg, max_len)
+    rope = model.rope  # computed (on the CPU even here), not loaded: kept out of to_empty
+    del model.rope
     model = model.to_empty(device=device)
-    model.rope = RotaryEmbedding(cfg, max_len).to(device)  # computed, not loaded
+    model.rope = rope.to(device)
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     files = sorted(model_dir.glob("*.safetensors"))

@@ -1,5 +1,6 @@
 """A server start loads only what serving needs: torch's compiler stack (torch._dynamo and
 inductor, ~3-4 s of imports on a 2-core machine) stays out until something compiles."""
+import json
 import subprocess
 import sys
 
@@ -31,8 +32,6 @@ asyncio.run(main())
 def test_an_engine_starts_and_constrains_without_torchs_compiler_stack():
     out = subprocess.run([sys.executable, "-c", START_AND_CONSTRAIN], capture_output=True, text=True,
                          check=True, timeout=300).stdout
-    import json
-
     result = json.loads(out.strip().splitlines()[-1])
     assert result["loaded"] == {"torch._dynamo": False, "torch._inductor": False}
     assert result["text"].strip() in ("yes", "no")  # the generate ran on llguidance's masks
