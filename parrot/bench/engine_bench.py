@@ -16,6 +16,8 @@ import torch
 
 PROMPT_LEN = 128
 DECODE_TOKENS = 48
+ROUNDS = 4  # prefill rounds (with a peer: one fill of each a round)
+DECODE_ROUNDS = 2
 
 
 def measure_read_bandwidth(gib: float = 1.0) -> float:
@@ -45,6 +47,9 @@ def _timed(fn) -> float:
 
 
 async def measure_engine(args) -> dict:
+    """The engine's prefill rate and decode steps; with `args.peer_url`, the peer server's at
+    the same sizes, the two measured in alternation (a round each, `ROUNDS` rounds) so that
+    a shared host's drift over minutes moves both sides of every ratio."""
     from parrot.engine import Engine, EngineConfig, SamplingParams
 
     engine = await Engine(EngineConfig(dtype=args.dtype, kv_memory_gb=args.kv_memory_gb,
@@ -53,10 +58,26 @@ async def measure_engine(args) -> dict:
                                        step_runner=not args.no_step_runner)).start()
     out = {"model": engine.model_name, "num_blocks": engine.stats().num_blocks,
            "kernels": engine.runner.model.uses_kernels, "linear": _linear_kind(engine.runner.model)}
-    out["prefill_tok_s"] = await _prefill_rate(engine, args.prefill_len)
-    sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
-    for batch in args.batches:
-        out[f"decode_ms_b{batch}"] = await _decode_step_ms(engine, batch, sp)
+    peer = await Peer.open(args.peer_url.rstrip("/")) if args.peer_url else None
+    try:
+        if peer:
+            await peer.prefill_rate(args.prefill_len)  # warms the peer up
+        rounds = [await _prefill_round(engine, peer, args.prefill_len, rep) for rep in range(ROUNDS)]
+        out["prefill_tok_s"] = max(ours for ours, _ in rounds)
+        if peer:
+            out["peer_prefill_tok_s"] = max(theirs for _, theirs in rounds)
+            out["prefill_ratios"] = [ours / theirs for ours, theirs in rounds]
+        sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
+        for batch in args.batches:
+            rounds = [(await _decode_step_ms(engine, batch, sp),
+                       await peer.decode_ms(batch) if peer else None) for _ in range(DECODE_ROUNDS)]
+            out[f"decode_ms_b{batch}"] = min(ours for ours, _ in rounds)
+            if peer:
+                out[f"peer_decode_ms_b{batch}"] = min(theirs for _, theirs in rounds)
+                out[f"decode_ratios_b{batch}"] = [ours / theirs for ours, theirs in rounds]
+    finally:
+        if peer:
+            await peer.close()
     out["weight_bytes"] = _weight_bytes(engine.runner.model)
     out["head_bytes"] = _weight_bytes(engine.runner.model.lm_head) if engine.runner.model.lm_head else 0
     cfg = engine.model_config
@@ -67,16 +88,15 @@ async def measure_engine(args) -> dict:
     return out
 
 
-async def _prefill_rate(engine, n: int) -> float:
-    rates = []
-    for rep in range(3):
-        ctx = engine.new_context()
-        tokens = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(rep)).tolist()
-        start = time.perf_counter()
-        await engine.fill(ctx, tokens)
-        rates.append(n / (time.perf_counter() - start))
-        engine.free(ctx)
-    return max(rates)
+async def _prefill_round(engine, peer, n: int, rep: int) -> tuple[float, float | None]:
+    """One fresh `n`-token fill on the engine (tokens/s), then, with a peer, one on it."""
+    ctx = engine.new_context()
+    tokens = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(rep)).tolist()
+    start = time.perf_counter()
+    await engine.fill(ctx, tokens)
+    ours = n / (time.perf_counter() - start)
+    engine.free(ctx)
+    return ours, (await peer.prefill_rate(n) if peer else None)
 
 
 async def _decode_step_ms(engine, batch: int, sp) -> float:
@@ -132,44 +152,59 @@ async def measure_shared_prefix_step(dtype: str, cascade: bool, num_forks: int =
     return statistics.median(steps)
 
 
-async def measure_peer(url: str, batches: list[int], prefill_len: int) -> dict:
-    """Decode ms/token of an OpenAI-compatible server (e.g. vLLM-CPU) at the same sizes:
-    `batch` concurrent streams of 128-token prompts, the median gap between tokens; and its
-    prefill rate: fresh `prefill_len`-token prompts (never sent to it before), one output
-    token, best of 3."""
-    import aiohttp
+class Peer:
+    """An OpenAI-compatible server (e.g. vLLM-CPU) on the same model, measured at the engine's
+    sizes: a prefill is a fresh prompt (never sent to it before, so its prefix cache cannot
+    serve it) with one output token; a decode is `batch` concurrent streams of
+    PROMPT_LEN-token prompts, the median gap between their tokens."""
 
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/v1/models") as r:
-            model = (await r.json())["data"][0]["id"]
-        salt = secrets.randbits(30)  # prompts new to the peer's prefix cache, also on a second run
-        rates = [await _peer_prefill(http, url, model, prefill_len, salt + i) for i in range(4)]
-        out = {"peer_prefill_tok_s": max(rates[1:])}  # the first one warms up
-        for batch in batches:
-            gaps = await asyncio.gather(*[_peer_stream(http, url, model, i) for i in range(batch)])
-            out[f"peer_decode_ms_b{batch}"] = statistics.median(g for gs in gaps for g in gs)
-        return out
+    def __init__(self, http, url: str, model: str) -> None:
+        self.http, self.url, self.model = http, url, model
+        self._salt = secrets.randbits(30)  # prompts new to its prefix cache, also on a second run
 
+    @classmethod
+    async def open(cls, url: str) -> "Peer":
+        import aiohttp
 
-async def _peer_prefill(http, url: str, model: str, n: int, seed: int) -> float:
-    prompt = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
-    body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0}
-    start = time.perf_counter()
-    async with http.post(f"{url}/v1/completions", json=body) as resp:
-        await resp.read()
-    return n / (time.perf_counter() - start)
+        http = aiohttp.ClientSession()
+        try:
+            async with http.get(f"{url}/v1/models") as r:
+                model = (await r.json())["data"][0]["id"]
+        except BaseException:
+            await http.close()
+            raise
+        return cls(http, url, model)
 
+    async def close(self) -> None:
+        await self.http.close()
 
-async def _peer_stream(http, url: str, model: str, seed: int) -> list[float]:
-    prompt = torch.randint(1000, 40000, (PROMPT_LEN,), generator=torch.Generator().manual_seed(seed))
-    body = {"model": model, "prompt": prompt.tolist(), "max_tokens": DECODE_TOKENS, "stream": True,
-            "ignore_eos": True, "temperature": 0}
-    stamps = []
-    async with http.post(f"{url}/v1/completions", json=body) as resp:
-        async for line in resp.content:
-            if line.startswith(b"data: {"):
-                stamps.append(time.perf_counter())
-    return [(b - a) * 1000 for a, b in zip(stamps[8:], stamps[9:])]  # decode-only gaps
+    def _seed(self) -> int:
+        self._salt += 1
+        return self._salt
+
+    async def prefill_rate(self, n: int) -> float:
+        gen = torch.Generator().manual_seed(self._seed())
+        body = {"model": self.model, "prompt": torch.randint(1000, 40000, (n,), generator=gen).tolist(),
+                "max_tokens": 1, "temperature": 0}
+        start = time.perf_counter()
+        async with self.http.post(f"{self.url}/v1/completions", json=body) as resp:
+            await resp.read()
+        return n / (time.perf_counter() - start)
+
+    async def decode_ms(self, batch: int) -> float:
+        gaps = await asyncio.gather(*[self._stream(self._seed()) for _ in range(batch)])
+        return statistics.median(g for gs in gaps for g in gs)
+
+    async def _stream(self, seed: int) -> list[float]:
+        prompt = torch.randint(1000, 40000, (PROMPT_LEN,), generator=torch.Generator().manual_seed(seed))
+        body = {"model": self.model, "prompt": prompt.tolist(), "max_tokens": DECODE_TOKENS, "stream": True,
+                "ignore_eos": True, "temperature": 0}
+        stamps = []
+        async with self.http.post(f"{self.url}/v1/completions", json=body) as resp:
+            async for line in resp.content:
+                if line.startswith(b"data: {"):
+                    stamps.append(time.perf_counter())
+        return [(b - a) * 1000 for a, b in zip(stamps[8:], stamps[9:])]  # decode-only gaps
 
 
 def measure_transformers(dtype: str) -> float:
@@ -232,6 +267,14 @@ def cpu_line(model: str, flags: frozenset[str] | set[str]) -> str:
     return line
 
 
+def _rounds(ratios: list[float] | None) -> str:
+    """The ratio of each alternated round, the best side of each run against each other above."""
+    if not ratios:
+        return ""
+    return (f" (rounds alternated: median {statistics.median(ratios):.2f}x, "
+            f"{min(ratios):.2f}-{max(ratios):.2f})")
+
+
 def report(r: dict) -> str:
     bw = r["read_gb_s"]
     params = r["weight_bytes"] / r["weight_bytes_per_param"]
@@ -253,7 +296,7 @@ def report(r: dict) -> str:
     if "peer_prefill_tok_s" in r:
         peer = r["peer_prefill_tok_s"]
         lines.append(f"peer server prefill    {peer:.0f} tokens/s (over HTTP, 1 output token) -> Parrot is "
-                     f"{r['prefill_tok_s'] / peer:.2f}x its rate")
+                     f"{r['prefill_tok_s'] / peer:.2f}x its rate{_rounds(r.get('prefill_ratios'))}")
     for b in r["batches"]:
         ms = r[f"decode_ms_b{b}"]
         floor_bytes = r["weight_bytes"] + b * (PROMPT_LEN + DECODE_TOKENS) * r["kv_bytes_per_token"]
@@ -271,7 +314,7 @@ def report(r: dict) -> str:
         if f"peer_decode_ms_b{b}" in r:
             peer = r[f"peer_decode_ms_b{b}"]
             lines.append(f"peer server batch {b:<3} {peer:6.1f} ms/token ({r['peer_url']}) -> Parrot's step is "
-                         f"{r[f'decode_ms_b{b}'] / peer:.2f}x its time")
+                         f"{r[f'decode_ms_b{b}'] / peer:.2f}x its time{_rounds(r.get(f'decode_ratios_b{b}'))}")
     if "hf_ms_per_token" in r:
         hf = r["hf_ms_per_token"]
         lines.append(f"transformers generate  {hf:6.1f} ms/token (batch 1)  -> Parrot batch 1 is "
@@ -316,7 +359,6 @@ def run(args: argparse.Namespace) -> None:
     r.update(asyncio.run(measure_engine(args)))
     if args.peer_url:
         r["peer_url"] = args.peer_url
-        r.update(asyncio.run(measure_peer(args.peer_url.rstrip("/"), args.batches, args.prefill_len)))
     if not args.no_shared_prefix:
         for cascade, key in ((True, "shared_step_ms_cascade"), (False, "shared_step_ms_plain")):
             r[key] = asyncio.run(measure_shared_prefix_step(args.dtype, cascade))

@@ -138,3 +138,20 @@ def test_the_engine_report_names_the_cpu_and_warns_of_emulated_bf16_peers():
         line = cpu_line("AMD EPYC", {"avx2", "avx512f", bf16})
         assert line.endswith(bf16) and "emulated" not in line
     assert "none of" in cpu_line("", set())
+
+
+def test_the_engine_report_gives_each_alternated_rounds_ratio_beside_the_best_of_each_side():
+    from parrot.bench.engine_bench import report
+
+    r = {"read_gb_s": 20.0, "weight_bytes": 270e6, "head_bytes": 57e6, "weight_bytes_per_param": 2,
+         "attn_flops_per_token": 3e7, "matmul_gflops": 200.0, "matmul_gflops_fp32": 200.0,
+         "matmul_gflops_bf16": 50.0, "model": "m", "dtype": "bfloat16", "startup_s": 6.0, "rss_gib": 1.8,
+         "kv_memory_gb": 1.0, "kernels": True, "linear": "parrot", "prefill_len": 1024,
+         "prefill_tok_s": 600.0, "peer_prefill_tok_s": 500.0, "prefill_ratios": [1.3, 0.9, 1.1, 1.2],
+         "batches": [1], "kv_bytes_per_token": 1000, "decode_ms_b1": 20.0, "peer_decode_ms_b1": 50.0,
+         "decode_ratios_b1": [0.5, 0.3], "peer_url": "http://peer"}
+    text = report(r)
+    assert "Parrot is 1.20x its rate (rounds alternated: median 1.15x, 0.90-1.30)" in text
+    assert "Parrot's step is 0.40x its time (rounds alternated: median 0.40x, 0.30-0.50)" in text
+    del r["prefill_ratios"]  # a report without rounds (an older JSON) still reads
+    assert "Parrot is 1.20x its rate\n" in report(r)
