@@ -148,6 +148,33 @@ async def test_prefix_cache_shares_prompts_without_forks(smollm):
     await engine.stop()
 
 
+async def test_a_fill_found_whole_in_the_prefix_cache_waits_for_no_step(smollm):
+    engine = await start_engine(smollm)
+    bs = engine.config.block_size
+    tokens = list(range(1000, 1000 + 3 * bs))
+    first = engine.new_context()
+    assert await engine.fill(first, tokens) == 0
+    # another request decoding: the engine has a step in flight whenever this test runs
+    other = engine.new_context()
+    engine.append(other, [7, 8, 9])
+    busy = engine.generate(other, SamplingParams(max_tokens=8, ignore_eos=True))
+    await busy.__anext__()
+    steps = engine.stats().num_steps
+    second = engine.new_context()
+    assert await engine.fill(second, tokens) == 3 * bs  # every block cached: adopted at once
+    assert engine.stats().num_steps == steps and second.block_table == first.block_table
+    third = engine.new_context()
+    assert await engine.fill(third, tokens + [5]) == 3 * bs  # one token to compute: a step
+    assert engine.stats().num_steps > steps
+    assert engine.stats().num_cached_tokens == 6 * bs
+    async for _ in busy:  # to its end: nothing in flight when the blocks are counted
+        pass
+    for ctx in (first, second, third, other):
+        engine.free(ctx)
+    assert_all_free(engine)
+    await engine.stop()
+
+
 async def test_small_pool_preempts_and_outputs_are_unchanged(smollm):
     tok = smollm.tokenizer
     sp = SamplingParams(max_tokens=40, ignore_eos=True)
