@@ -135,7 +135,7 @@ class Call:
     engine: int | None = _runtime()  # index of the engine it runs (ran) on
     first_tokens: list[int] | None = _runtime()  # tokenized first stage, once its inputs are ready
     known_tokens: tuple[str, list[int]] | None = _runtime()  # (known prompt start, its tokens)
-    shared_tokens: int = _runtime(0)  # prompt tokens forked from a shared-prefix context
+    shared_tokens: int = _runtime(0)  # prompt tokens of a shared prefix: forked, or its blocks found cached
     prompt_tokens: int = _runtime(0)
     completion_tokens: int = _runtime(0)
     error: str | None = _runtime()
@@ -206,7 +206,8 @@ class Call:
         self._set(engine=engine, shared_tokens=0)
 
     def fork(self, num_tokens: int) -> None:
-        """Its context forks a shared prefix of `num_tokens` prompt tokens."""
+        """Its context shares a shared prefix's first `num_tokens` prompt tokens (a fork of
+        its context, or its blocks found in the prefix cache)."""
         self._expect("fork a prefix", CallState.RUNNING)
         self._set(shared_tokens=num_tokens)
 

@@ -14,4 +14,5 @@ class CallRun:
     engine_index: int  # the engine whose load counts it (moved if that engine is lost)
     ctx: int | None = None  # the call's context on that engine, once opened
     has_output: bool = False  # a token came back: it can no longer move to another engine
+    cached_parent: int = 0  # tokens of a shared prefix its prompt reads from the prefix cache
     is_released: bool = False

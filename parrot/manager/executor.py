@@ -127,7 +127,16 @@ class Executor:
     async def _open(self, engine: EngineClient, pool: PrefixPool, run: CallRun,
                     parent: SharedPrefix | None) -> int:
         """Open the call's context: a fork of its shared prefix once filled, else a fresh
-        one. Returns how many prompt tokens it already holds."""
+        one. Returns how many prompt tokens it already holds.
+
+        A prefix of whole KV blocks still being filled is not waited for: the call's own
+        prompt, in a fresh context, finds those blocks in the engine's prefix cache (the
+        same blocks a fork would share) the step they are computed, and the engine holds it
+        back until then rather than computing them twice. Waiting for the fill, then
+        forking, started the call a step later (the fill's end, then the next step)."""
+        if parent is not None and _fills_from_cache(engine, parent):
+            run.ctx, run.cached_parent = engine.new_context(), len(parent.tokens)
+            return 0
         if parent is not None:
             await parent.filled.wait()
             if parent.error is None and parent.ctx is not None:
@@ -155,10 +164,20 @@ class Executor:
                 var.append(chunk.text)
             if chunk.usage is not None:
                 call.count(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                if run.cached_parent:  # the blocks of the prefix it found in the cache
+                    call.fork(min(run.cached_parent, chunk.usage.cached_tokens))
+                    run.cached_parent = 0
         value = "".join(parts)
         var.resolve(value)
         self.on_change()  # its consumers may be ready now
         return _tail(engine, token_ids, value)
+
+
+def _fills_from_cache(engine: EngineClient, parent: SharedPrefix) -> bool:
+    """Whether a call can skip waiting for `parent`'s fill (see Executor._open)."""
+    config = engine.config
+    return (not parent.filled.is_set() and config.enable_prefix_caching
+            and len(parent.tokens) % config.block_size == 0)
 
 
 def _tail(engine: EngineClient, token_ids: list[int], value: str) -> str:

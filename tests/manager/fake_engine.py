@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
+from parrot.engine.config import EngineConfig
 from parrot.engine.engine import EngineInputError
 from parrot.engine.sampling_params import Constraint, GenerationChunk, SamplingParams, Usage
 from parrot.engine.status import ContextStatus, EngineStatus
@@ -90,6 +91,7 @@ class FakeEngine:
         self.counters = FakeStats()
         self.step_observers: list = []  # like Engine's; the fake has no steps to report
         self.name, self.is_alive, self.error = "fake engine", True, None
+        self.config = EngineConfig(enable_prefix_caching=False)  # it has no prefix cache
 
     def new_context(self) -> int:
         ctx = FakeContext()
