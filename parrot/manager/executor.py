@@ -134,7 +134,7 @@ class Executor:
         same blocks a fork would share) the step they are computed, and the engine holds it
         back until then rather than computing them twice. Waiting for the fill, then
         forking, started the call a step later (the fill's end, then the next step)."""
-        if parent is not None and _fills_from_cache(engine, parent):
+        if parent is not None and _fills_from_cache(engine, parent, run.call):
             run.ctx, run.cached_parent = engine.new_context(), len(parent.tokens)
             return 0
         if parent is not None:
@@ -173,11 +173,14 @@ class Executor:
         return _tail(engine, token_ids, value)
 
 
-def _fills_from_cache(engine: EngineClient, parent: SharedPrefix) -> bool:
-    """Whether a call can skip waiting for `parent`'s fill (see Executor._open)."""
+def _fills_from_cache(engine: EngineClient, parent: SharedPrefix, call: Call) -> bool:
+    """Whether `call` can skip waiting for `parent`'s fill (see Executor._open): the engine
+    holds a request back only for blocks a prefill at least as urgent computes, and never
+    a task group's members."""
     config = engine.config
     return (not parent.filled.is_set() and config.enable_prefix_caching
-            and len(parent.tokens) % config.block_size == 0)
+            and len(parent.tokens) % config.block_size == 0
+            and call.group is None and parent.priority <= call.priority)
 
 
 def _tail(engine: EngineClient, token_ids: list[int], value: str) -> str:
