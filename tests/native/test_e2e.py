@@ -157,6 +157,38 @@ async def test_shared_prefix_prefilled_once(parrot_server):
     assert prefilled < 2 * shared  # the shared prefix was not prefilled per call
 
 
+async def test_a_task_groups_shared_prefix_is_prefilled_once(parrot_server):
+    """Maps feeding one reduce (a task group, admitted together) with a long common prompt:
+    the prefix is computed once, not by each map (the engine's in-flight wait does not hold
+    a group's members back, so they must fork the filled prefix)."""
+    url, n = parrot_server, 4
+    background = (f"Reference code {uuid.uuid4().hex}. " +
+                  "Parrots are intelligent birds that live in warm forests and eat seeds. " * 8)
+
+    @P.semantic_function(max_tokens=4)
+    def note(background, topic, reply):
+        """<|im_start|>system
+        {{input:background}}<|im_end|>
+        <|im_start|>user
+        One line about {{input:topic}}.<|im_end|>
+        <|im_start|>assistant
+        {{output:reply}}"""
+
+    async with aiohttp.ClientSession() as http:
+        before = await engine_stats(http, url)
+        async with P.Session(url) as s:
+            notes = [note(background, f"topic {i}") for i in range(n)]
+            await combine(P.join(notes, sep="\n")).aget(P.LATENCY)
+            graph = s.graph()
+        after = await engine_stats(http, url)
+    maps = [c for c in graph["calls"] if c["name"] == "note"]
+    assert len({m["group"] for m in maps}) == 1 and maps[0]["group"], maps
+    shared = min(m["tokens"]["shared"] for m in maps)
+    assert shared > 100, maps
+    prefilled = after["num_prefill_tokens"] - before["num_prefill_tokens"]
+    assert prefilled < 2 * shared, (prefilled, shared)  # not once per map
+
+
 async def test_bad_requests_are_4xx_and_server_keeps_serving(parrot_server):
     url = parrot_server
     async with aiohttp.ClientSession() as http:
