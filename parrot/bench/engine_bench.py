@@ -18,6 +18,10 @@ PROMPT_LEN = 128
 DECODE_TOKENS = 48
 ROUNDS = 4  # prefill rounds (with a peer: one fill of each a round)
 DECODE_ROUNDS = 2
+# A pause before each side of a round: right after the peer answered, a fill measured ~20%
+# slower than after a second's pause (517-643 vs 525-760 tokens/s, alternated; the peer's
+# threads or caches are still settling), and the same holds the other way round.
+PAUSE_S = 1.0
 
 
 def measure_read_bandwidth(gib: float = 1.0) -> float:
@@ -69,8 +73,7 @@ async def measure_engine(args) -> dict:
             out["prefill_ratios"] = [ours / theirs for ours, theirs in rounds]
         sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
         for batch in args.batches:
-            rounds = [(await _decode_step_ms(engine, batch, sp),
-                       await peer.decode_ms(batch) if peer else None) for _ in range(DECODE_ROUNDS)]
+            rounds = [await _decode_round(engine, peer, batch, sp) for _ in range(DECODE_ROUNDS)]
             out[f"decode_ms_b{batch}"] = min(ours for ours, _ in rounds)
             if peer:
                 out[f"peer_decode_ms_b{batch}"] = min(theirs for _, theirs in rounds)
@@ -92,11 +95,27 @@ async def _prefill_round(engine, peer, n: int, rep: int) -> tuple[float, float |
     """One fresh `n`-token fill on the engine (tokens/s), then, with a peer, one on it."""
     ctx = engine.new_context()
     tokens = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(rep)).tolist()
+    if peer:
+        await asyncio.sleep(PAUSE_S)
     start = time.perf_counter()
     await engine.fill(ctx, tokens)
     ours = n / (time.perf_counter() - start)
     engine.free(ctx)
-    return ours, (await peer.prefill_rate(n) if peer else None)
+    if not peer:
+        return ours, None
+    await asyncio.sleep(PAUSE_S)
+    return ours, await peer.prefill_rate(n)
+
+
+async def _decode_round(engine, peer, batch: int, sp) -> tuple[float, float | None]:
+    """The engine's median decode step at `batch`, then, with a peer, its ms per token."""
+    if peer:
+        await asyncio.sleep(PAUSE_S)
+    ours = await _decode_step_ms(engine, batch, sp)
+    if not peer:
+        return ours, None
+    await asyncio.sleep(PAUSE_S)
+    return ours, await peer.decode_ms(batch)
 
 
 async def _decode_step_ms(engine, batch: int, sp) -> float:
