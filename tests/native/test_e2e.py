@@ -125,19 +125,24 @@ async def engine_stats(http: aiohttp.ClientSession, url: str) -> dict:
         return await resp.json()
 
 
-async def test_shared_prefix_prefilled_once(parrot_server):
-    url, n = parrot_server, 4
-    background = (f"Reference code {uuid.uuid4().hex}. " +
-                  "Parrots are intelligent birds that live in warm forests and eat seeds. " * 8)
+@P.semantic_function(max_tokens=4)
+def answer(background, question, reply):
+    """<|im_start|>system
+    {{input:background}}<|im_end|>
+    <|im_start|>user
+    {{input:question}}<|im_end|>
+    <|im_start|>assistant
+    {{output:reply}}"""
 
-    @P.semantic_function(max_tokens=4)
-    def answer(background, question, reply):
-        """<|im_start|>system
-        {{input:background}}<|im_end|>
-        <|im_start|>user
-        {{input:question}}<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+
+def fresh_background() -> str:
+    """A long system prompt no earlier test sent (so no prefix cache holds it)."""
+    return (f"Reference code {uuid.uuid4().hex}. " +
+            "Parrots are intelligent birds that live in warm forests and eat seeds. " * 8)
+
+
+async def test_shared_prefix_prefilled_once(parrot_server):
+    url, n, background = parrot_server, 4, fresh_background()
 
     async with aiohttp.ClientSession() as http:
         before = await engine_stats(http, url)
@@ -161,27 +166,16 @@ async def test_a_task_groups_shared_prefix_is_prefilled_once(parrot_server):
     """Maps feeding one reduce (a task group, admitted together) with a long common prompt:
     the prefix is computed once, not by each map (the engine's in-flight wait does not hold
     a group's members back, so they must fork the filled prefix)."""
-    url, n = parrot_server, 4
-    background = (f"Reference code {uuid.uuid4().hex}. " +
-                  "Parrots are intelligent birds that live in warm forests and eat seeds. " * 8)
-
-    @P.semantic_function(max_tokens=4)
-    def note(background, topic, reply):
-        """<|im_start|>system
-        {{input:background}}<|im_end|>
-        <|im_start|>user
-        One line about {{input:topic}}.<|im_end|>
-        <|im_start|>assistant
-        {{output:reply}}"""
+    url, n, background = parrot_server, 4, fresh_background()
 
     async with aiohttp.ClientSession() as http:
         before = await engine_stats(http, url)
         async with P.Session(url) as s:
-            notes = [note(background, f"topic {i}") for i in range(n)]
+            notes = [answer(background, f"One line about topic {i}.") for i in range(n)]
             await combine(P.join(notes, sep="\n")).aget(P.LATENCY)
             graph = s.graph()
         after = await engine_stats(http, url)
-    maps = [c for c in graph["calls"] if c["name"] == "note"]
+    maps = [c for c in graph["calls"] if c["name"] == "answer"]
     assert len({m["group"] for m in maps}) == 1 and maps[0]["group"], maps
     shared = min(m["tokens"]["shared"] for m in maps)
     assert shared > 100, maps
