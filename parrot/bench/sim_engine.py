@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parrot.bench.sim_request import SimContext, SimRequest
+from parrot.engine.config import EngineConfig
 from parrot.engine.sampling_params import GenerationChunk, Priority, SamplingParams, Usage
 from parrot.engine.stats import EngineStats
 from parrot.engine.status import ContextStatus, EngineStatus
@@ -81,6 +82,11 @@ class SimEngine:
         self.is_alive, self.error = True, None
         self.cost = cost or StepCost()
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
+        # The contract's config. It has a prefix cache, but no prompt waits for blocks a
+        # running prefill computes, so it says none: the manager then forks filled prefixes
+        # (executor.py) instead of relying on that wait.
+        self.config = EngineConfig(block_size=BLOCK, max_num_batched_tokens=max_num_batched_tokens,
+                                   max_num_seqs=max_num_seqs, enable_prefix_caching=False)
         self.counters = SimStats(num_blocks=kv_tokens // BLOCK, block_size=BLOCK)
         self.step_observers: list = []
         self.live: dict[int, SimContext] = {}

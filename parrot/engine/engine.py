@@ -158,9 +158,8 @@ class Engine:
         """Adopt `ctx`'s pending tokens from the prefix cache now if it holds every one of
         them (whole blocks: a shared prefix cut to blocks that earlier calls computed): such
         a fill then waits for no step (in a busy engine, up to two). Returns tokens adopted,
-        0 when any pending token is not cached (the request computes them as before)."""
-        if ctx.context_id in self._in_flight or self.scheduler.requests_on(ctx):
-            return 0
+        0 when any pending token is not cached (the request computes them as before). No
+        request runs on `ctx` (`_check_room` refused that)."""
         keys = self.tree.block_keys(ctx, ctx.num_tokens)
         if self.tree.num_cached(ctx, keys) < ctx.num_pending:
             return 0

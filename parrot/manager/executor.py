@@ -82,7 +82,7 @@ class Executor:
         self.loads[target] += 1
         run.engine_index = target
         run.call.move(target)
-        run.ctx = None  # it went with its engine
+        run.ctx, run.cached_parent = None, 0  # they went with its engine
         return True
 
     async def _run(self, session: Any, run: CallRun, parent: SharedPrefix | None) -> None:

@@ -165,8 +165,9 @@ async def test_shared_prefix_prefilled_once(parrot_server):
 async def test_a_task_groups_shared_prefix_is_prefilled_once(parrot_server):
     """Maps feeding one reduce (a task group, admitted together) with a long common prompt:
     the prefix is computed once, not by each map (the engine's in-flight wait does not hold
-    a group's members back, so they must fork the filled prefix)."""
-    url, n, background = parrot_server, 4, fresh_background()
+    a group's members back, so they must fork the filled prefix). Two maps: the session's
+    prefix of them is cut to whole KV blocks, as the cache path needs."""
+    url, n, background = parrot_server, 2, fresh_background()
 
     async with aiohttp.ClientSession() as http:
         before = await engine_stats(http, url)
