@@ -141,10 +141,11 @@ class Engine:
         ctx.token_ids.extend(token_ids)
         if ctx.num_pending == 0:
             return 0
-        hit = self._fill_from_cache(ctx)
-        if ctx.num_pending == 0:
-            return hit
-        req = self._submit(Request(ctx, None, priority))
+        req = Request(ctx, None, priority)
+        if self.scheduler.admit_from_cache(req):  # no step to wait for
+            self._finish(req)
+            return req.num_cached_tokens - req.num_computed_at_arrival
+        self._submit(req)
         try:
             item = await req.outputs.get()
             if isinstance(item, Exception):
@@ -153,19 +154,6 @@ class Engine:
         finally:
             if not req.is_done:
                 self._abort(req)
-
-    def _fill_from_cache(self, ctx: Context) -> int:
-        """Adopt `ctx`'s pending tokens from the prefix cache now if it holds every one of
-        them (whole blocks: a shared prefix cut to blocks that earlier calls computed): such
-        a fill then waits for no step (in a busy engine, up to two). Returns tokens adopted,
-        0 when any pending token is not cached (the request computes them as before). No
-        request runs on `ctx` (`_check_room` refused that)."""
-        keys = self.tree.block_keys(ctx, ctx.num_tokens)
-        if self.tree.num_cached(ctx, keys) < ctx.num_pending:
-            return 0
-        hit = self.tree.adopt(ctx, keys)
-        self.scheduler.num_prefix_hit_tokens += hit
-        return hit
 
     async def generate(self, ctx: Context, sampling: SamplingParams,
                        priority: Priority = Priority.NORMAL,

@@ -224,10 +224,7 @@ class Scheduler:
 
     def _start(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         """Admit `req` (prefix matched, running) and compute up to `n` of its tokens now."""
-        hit = self._match_prefix(req)
-        self.num_prefix_hit_tokens += hit
-        if not req.is_admitted:  # a preempted request's rematch is not a cache hit
-            req.is_admitted, req.num_cached_tokens = True, req.num_cached_tokens + hit
+        self._adopt_cached(req)
         req.status = Status.RUNNING
         self.running.append(req)
         n = min(n, req.ctx.num_pending)
@@ -235,6 +232,23 @@ class Scheduler:
             self._commit_slots(req, n, plan, budget)
         elif req.ctx.num_pending == 0:  # a fill found entirely in the prefix cache
             plan.done.append(req)
+
+    def admit_from_cache(self, req: Request) -> bool:
+        """A new fill whose pending tokens the prefix cache holds, every one (whole blocks: a
+        shared prefix that earlier calls computed): adopt them now (True: it is done), rather
+        than at the next planning, which a busy engine reaches only when its running step
+        ends. False (nothing changed): it is queued as any request."""
+        if not req.is_fill or self.tree.num_cached(req.ctx, self._keys(req)) < req.ctx.num_pending:
+            return False
+        self._adopt_cached(req)
+        return True
+
+    def _adopt_cached(self, req: Request) -> None:
+        """`req`'s context adopts the prefix cache's blocks for its next pending tokens."""
+        hit = self.tree.adopt(req.ctx, self._keys(req))  # the keys it was scheduled by
+        self.num_prefix_hit_tokens += hit
+        if not req.is_admitted:  # a preempted request's rematch is not a cache hit
+            req.is_admitted, req.num_cached_tokens = True, req.num_cached_tokens + hit
 
     def _admissible_group(self, req: Request) -> tuple[list[Request], int] | None:
         """The waiting members of `req`'s task group and the blocks they need together, if
@@ -277,9 +291,6 @@ class Scheduler:
             if blocks.can_allocate(num_blocks):
                 return True
         return False
-
-    def _match_prefix(self, req: Request) -> int:
-        return self.tree.adopt(req.ctx, self._keys(req))  # the keys it was scheduled by
 
     def _commit_slots(self, req: Request, n: int, plan: StepPlan, budget: "_Budget") -> None:
         if req.first_scheduled is None:
