@@ -66,14 +66,17 @@ async def measure_engine(args) -> dict:
     try:
         if peer:
             await peer.prefill_rate(args.prefill_len)  # warms the peer up
-        rounds = [await _prefill_round(engine, peer, args.prefill_len, rep) for rep in range(ROUNDS)]
+        n = args.prefill_len
+        theirs = peer and (lambda: peer.prefill_rate(n))
+        rounds = [await _round(lambda: _fill_rate(engine, n, rep), theirs) for rep in range(ROUNDS)]
         out["prefill_tok_s"] = max(ours for ours, _ in rounds)
         if peer:
             out["peer_prefill_tok_s"] = max(theirs for _, theirs in rounds)
             out["prefill_ratios"] = [ours / theirs for ours, theirs in rounds]
         sp = SamplingParams(max_tokens=DECODE_TOKENS, ignore_eos=True)
         for batch in args.batches:
-            rounds = [await _decode_round(engine, peer, batch, sp) for _ in range(DECODE_ROUNDS)]
+            theirs = peer and (lambda: peer.decode_ms(batch))
+            rounds = [await _round(lambda: _decode_step_ms(engine, batch, sp), theirs) for _ in range(DECODE_ROUNDS)]
             out[f"decode_ms_b{batch}"] = min(ours for ours, _ in rounds)
             if peer:
                 out[f"peer_decode_ms_b{batch}"] = min(theirs for _, theirs in rounds)
@@ -91,31 +94,26 @@ async def measure_engine(args) -> dict:
     return out
 
 
-async def _prefill_round(engine, peer, n: int, rep: int) -> tuple[float, float | None]:
-    """One fresh `n`-token fill on the engine (tokens/s), then, with a peer, one on it."""
+async def _round(ours, theirs=None) -> tuple[float, float | None]:
+    """One measurement each side, the engine's first (`ours()`, then `theirs()`: coroutine
+    functions), with a pause before each side when there is a peer."""
+    if theirs is None:
+        return await ours(), None
+    await asyncio.sleep(PAUSE_S)
+    mine = await ours()
+    await asyncio.sleep(PAUSE_S)
+    return mine, await theirs()
+
+
+async def _fill_rate(engine, n: int, rep: int) -> float:
+    """Tokens/s of one fresh `n`-token fill."""
     ctx = engine.new_context()
     tokens = torch.randint(1000, 40000, (n,), generator=torch.Generator().manual_seed(rep)).tolist()
-    if peer:
-        await asyncio.sleep(PAUSE_S)
     start = time.perf_counter()
     await engine.fill(ctx, tokens)
-    ours = n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
     engine.free(ctx)
-    if not peer:
-        return ours, None
-    await asyncio.sleep(PAUSE_S)
-    return ours, await peer.prefill_rate(n)
-
-
-async def _decode_round(engine, peer, batch: int, sp) -> tuple[float, float | None]:
-    """The engine's median decode step at `batch`, then, with a peer, its ms per token."""
-    if peer:
-        await asyncio.sleep(PAUSE_S)
-    ours = await _decode_step_ms(engine, batch, sp)
-    if not peer:
-        return ours, None
-    await asyncio.sleep(PAUSE_S)
-    return ours, await peer.decode_ms(batch)
+    return rate
 
 
 async def _decode_step_ms(engine, batch: int, sp) -> float:
