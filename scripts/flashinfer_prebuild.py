@@ -2,7 +2,7 @@
 loads, so no test or request waits on nvcc.
 
 FlashInfer 0.7.2 ships CUDA sources, not kernels: each module JIT-compiles on first use,
-one after another. Parrot's backend (kernels/flashinfer_backend.py) asks for one kernel
+one after another. Parrot's backend (parrot_kernels/flashinfer_backend.py) asks for one kernel
 family, FA2 (`backend="fa2"` on every wrapper), so a step loads:
   * per (dtype, head_dim), FA2's batch-prefill module: paged prefill, every cascade level
     and tensor-core decode all run it (`get_batch_prefill_module("fa2", ...)`, whose FA2

@@ -68,7 +68,6 @@ wheel_files=("$wheels"/*.whl)
 [ ${#wheel_files[@]} -gt 0 ] || fail install "no wheels in $wheels/: carry it (made by python scripts/flashinfer_wheels.py)"
 stage install 45 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target "$site" "${wheel_files[@]}" || report
-ln -sfn "$PWD/kernels" "$site/parrot_kernels"  # the import name pyproject gives kernels/
 stage probe 45 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
   nvcc --version | tail -n 2 && echo "ninja $(ninja --version)" && python3 -c "$1"' probe "$probe_py" || report
 stage prebuild 270 python3 scripts/flashinfer_prebuild.py || report

@@ -362,9 +362,25 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                    help="steps layer by layer from Python (the same kernels; to compare)")
     p.add_argument("--cold-start", action="store_true", help="also time a start that compiles the CPU kernels")
     p.add_argument("--json", help="also write the results here")
+    g = p.add_argument_group("CUDA (parrot.bench.engine_bench_cuda)")
+    g.add_argument("--device", default="cpu", help="cuda: the GPU benchmark (decode batches default 1 8 32 64)")
+    g.add_argument("--model", help="model directory (CUDA; default: the embedded SmolLM2)")
+    g.add_argument("--shape", help="CUDA: a named shape with random weights (smollm2-135m, llama3-8b)")
+    g.add_argument("--load-format", choices=("auto", "dummy"), default="auto",
+                   help="dummy: random weights of the model's config (implied by --shape)")
+    g.add_argument("--no-cuda-graphs", action="store_true", help="CUDA: eager decode only")
+    g.add_argument("--compare-eager", action="store_true", help="CUDA: decode with graphs and eagerly")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.device.startswith("cuda"):
+        from parrot.bench import engine_bench_cuda
+
+        if args.shape:
+            args.load_format = "dummy"
+        if args.batches == [1, 8, 32]:
+            args.batches = [1, 8, 32, 64]
+        return engine_bench_cuda.run(args)
     from parrot_kernels import cpu_ops
 
     r = {"dtype": args.dtype, "kv_memory_gb": args.kv_memory_gb, "batches": args.batches,

@@ -59,6 +59,11 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--linear-kernel", choices=("auto", "parrot", "onednn", "torch"),
                    help="bf16 CPU projections: auto (oneDNN on AMX CPUs, else Parrot's kernel: AVX2, "
                    "or AVX-512 with AVX-512-BF16), or one of them")
+    g.add_argument("--load-format", choices=("auto", "dummy"),
+                   help="dummy: random weights of the model's config.json, the checkpoint unread "
+                   "(for benchmarks of a model's shape)")
+    g.add_argument("--no-cuda-graphs", action="store_true",
+                   help="CUDA: run decode steps eagerly instead of replaying captured CUDA graphs")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -75,12 +80,14 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         "quantization": getattr(args, "quantization", None),
         "cascade_min_saved_tokens": getattr(args, "cascade_min_saved_tokens", None),
         "linear_kernel": getattr(args, "linear_kernel", None),
+        "load_format": getattr(args, "load_format", None),
     }
     config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
     config.enable_prefix_caching = not args.no_prefix_caching
     config.enable_cascade = not getattr(args, "no_cascade", False)
     config.cpu_kernels = not getattr(args, "no_cpu_kernels", False)
     config.step_runner = not getattr(args, "no_step_runner", False)
+    config.cuda_graphs = not getattr(args, "no_cuda_graphs", False)
     return config
 
 

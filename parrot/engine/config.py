@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 LINEAR_KERNELS = ("auto", "parrot", "onednn", "torch")
+LOAD_FORMATS = ("auto", "dummy")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,6 +54,12 @@ class EngineConfig:
     # False: layer by layer from Python (the runner's reference, same kernels).
     step_runner: bool = True
     linear_kernel: str = "auto"  # auto | parrot | onednn | torch: the bf16 CPU projections
+    # "dummy": random weights of the model directory's config.json, its checkpoint unread
+    # (vLLM's --load-format dummy; benchmarks of shapes no checkpoint travels for).
+    load_format: str = "auto"
+    # On CUDA with FlashInfer: decode steps replay a CUDA graph captured per batch-size
+    # bucket (parrot.engine.cuda_graphs); False: every step eager.
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens is None:
@@ -61,6 +68,8 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "int8"):
             raise ValueError(f"quantization must be 'int8' or unset, got {self.quantization!r}")
+        if self.load_format not in LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         if self.linear_kernel not in LINEAR_KERNELS:
             raise ValueError(f"linear_kernel must be one of {LINEAR_KERNELS}, got {self.linear_kernel!r}")
         if self.cascade_min_saved_tokens is not None and self.cascade_min_saved_tokens < 0:

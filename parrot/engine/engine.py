@@ -292,7 +292,7 @@ class Engine:
 
     def _postprocess(self, plan: StepPlan, sampled: Sampled) -> None:
         """Apply a step's results: commit the computed tokens, hand out the sampled ones."""
-        self._stats.count_step(plan, self.runner.backend.is_cascade_step)
+        self._stats.count_step(plan, self.runner.is_cascade_step)
         it = iter(zip(sampled.tokens, sampled.logprobs))
         for s in plan.seqs:
             req = s.request

@@ -34,7 +34,8 @@ def load(config: EngineConfig, progress: bool = True) -> LoadedModel:
     max_len = min(config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
     model = load_model(model_dir, cfg, config.torch_dtype, config.device, max_len, progress,
                        int8_decode=config.quantization == "int8", cpu_kernels=config.cpu_kernels,
-                       linear_kernel=config.linear_kernel, step_runner=config.step_runner)
+                       linear_kernel=config.linear_kernel, step_runner=config.step_runner,
+                       dummy=config.load_format == "dummy")
     tokenizer = load_tokenizer(model_dir)
     log.info("loaded %s (%s, %s) in %.1fs", name, cfg.architecture, config.dtype, time.perf_counter() - start)
     return LoadedModel(model, cfg, tokenizer, name, max_len, model_dir)

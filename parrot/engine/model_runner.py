@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from parrot.engine.config import EngineConfig, ModelConfig
+from parrot.engine.cuda_graphs import DecodeGraphs
 from parrot.engine.model import LlamaModel
 from parrot.engine.sampler import Sampled, SamplingRow, sample
 from parrot.engine.scheduler import StepPlan
@@ -58,15 +59,37 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, cfg: ModelConfig, config: EngineConfig):
         self.model = model
         self.cfg = cfg
+        self.device = torch.device(config.device)
         per_block = kv_bytes_per_block(cfg, config.block_size, config.torch_dtype)
         budget = kv_pool_bytes(config, free_device_memory(config.device))
-        self.num_blocks = max(1, budget // per_block)
-        shape = (cfg.num_layers, 2, self.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.num_blocks = max(1, budget // per_block)  # the blocks requests get
+        # With decode graphs, one block more: the padding rows' scratch block, owned by none.
+        graphs = config.cuda_graphs and self.device.type == "cuda"
+        shape = (cfg.num_layers, 2, self.num_blocks + graphs, config.block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
         self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade,
                                     config.cascade_min_saved_tokens, use_kernels=model.uses_kernels,
                                     num_q_heads=cfg.num_heads)
-        self.device = torch.device(config.device)
+        self.graphs = self._decode_graphs(config) if graphs and hasattr(self.backend, "cascades") else None
+        self.is_cascade_step = False  # whether the last step ran a cascade
+
+    def _decode_graphs(self, config: EngineConfig) -> DecodeGraphs:
+        """Decode graphs over FlashInfer, captured now (bucket sizes up to max_num_seqs)."""
+        from parrot_kernels.flashinfer_backend import GraphDecodeAttention
+
+        max_pages = -(-self.model.max_len // config.block_size)
+        workspace = self.backend.float_workspace
+
+        def attention_for(size: int) -> GraphDecodeAttention:
+            return GraphDecodeAttention(self.kv_cache, size, size * max_pages, self.num_blocks,
+                                        self.cfg.num_heads, workspace)
+
+        graphs = DecodeGraphs(self._logits_of, attention_for, config.max_num_seqs, self.device)
+        graphs.capture()
+        return graphs
+
+    def _logits_of(self, input_ids: torch.Tensor, positions: torch.Tensor, attention) -> torch.Tensor:
+        return self.model.compute_logits(self.model(input_ids, positions, attention))
 
     def build_input(self, plan: StepPlan, sampling: list[SamplingRow]) -> ModelInput:
         ids, positions, q_lens, kv_lens, tables, sample_rows = [], [], [], [], [], []
@@ -86,15 +109,24 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, inp: ModelInput) -> Sampled:
         """Run the forward pass and sample one token per sampled sequence, on the device:
-        the host gets back only the sampled ids (and asked-for logprobs)."""
+        the host gets back only the sampled ids (and asked-for logprobs). A decode step a
+        CUDA graph serves replays it (see parrot.engine.cuda_graphs)."""
         self._copy_blocks(inp.copies)
+        if self._graph_serves(inp):
+            self.is_cascade_step = False
+            return sample(self.graphs.run(inp.input_ids, inp.positions, inp.attn), inp.sampling)
         input_ids, positions, rows = self._step_tensors(inp)
         self.backend.prepare(inp.attn)
+        self.is_cascade_step = self.backend.is_cascade_step
         hidden = self.model(input_ids, positions, self.backend)  # [T, hidden]
         if not inp.sample_rows:
             return Sampled([], [])
         logits = self.model.compute_logits(hidden[rows])  # [B, vocab] float32
         return sample(logits, inp.sampling)
+
+    def _graph_serves(self, inp: ModelInput) -> bool:
+        return (self.graphs is not None and self.graphs.serves(inp.attn, inp.sample_rows)
+                and not self.backend.cascades(inp.attn))
 
     def _step_tensors(self, inp: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """input_ids [T], positions [T] and the sampled rows [B], all made before the

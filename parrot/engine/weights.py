@@ -34,16 +34,36 @@ def load_hf_config(model_dir: Path) -> ModelConfig:
 
 def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: str, max_len: int,
                progress: bool = True, int8_decode: bool = False, cpu_kernels: bool = True,
-               linear_kernel: str = "auto", step_runner: bool = True) -> LlamaModel:
+               linear_kernel: str = "auto", step_runner: bool = True, dummy: bool = False) -> LlamaModel:
     """`cpu_kernels`: run the fused CPU kernels where they serve (bf16 on an AVX2 CPU);
     `linear_kernel`: auto | parrot | onednn | torch (see `packing_for`); `step_runner`:
-    a step's layers in one C++ call where the kernels run."""
+    a step's layers in one C++ call where the kernels run; `dummy`: random weights, no
+    checkpoint read (see `init_dummy`)."""
     with torch.device("meta"):
         model = LlamaModel(cfg, max_len)
     rope = model.rope  # computed (on the CPU even here), not loaded: kept out of to_empty
     del model.rope
     model = model.to_empty(device=device)
     model.rope = rope.to(device)
+    if dummy:
+        init_dummy(model)
+    else:
+        _load_checkpoint(model, model_dir, cfg, progress)
+    model = model.to(dtype).eval()
+    kernels = cpu_kernels and cpu_ops.supports_shape(
+        cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+    ) and cpu_ops.usable_for(dtype, device)
+    if kernels:
+        model.use_kernels(step_runner)
+    kind = packing_for(dtype, device, kernels, linear_kernel)
+    if kind is not None:
+        model.pack_weights(kind, int8_decode)
+    elif int8_decode:
+        raise ValueError("int8 decode weights need bfloat16 on CPU")
+    return model
+
+
+def _load_checkpoint(model: LlamaModel, model_dir: Path, cfg: ModelConfig, progress: bool) -> None:
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     files = sorted(model_dir.glob("*.safetensors"))
@@ -57,18 +77,17 @@ def load_model(model_dir: Path, cfg: ModelConfig, dtype: torch.dtype, device: st
     missing = set(params) - loaded
     if missing:
         raise ValueError(f"checkpoint is missing weights: {sorted(missing)[:5]}")
-    model = model.to(dtype).eval()
-    kernels = cpu_kernels and cpu_ops.supports_shape(
-        cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-    ) and cpu_ops.usable_for(dtype, device)
-    if kernels:
-        model.use_kernels(step_runner)
-    kind = packing_for(dtype, device, kernels, linear_kernel)
-    if kind is not None:
-        model.pack_weights(kind, int8_decode)
-    elif int8_decode:
-        raise ValueError("int8 decode weights need bfloat16 on CPU")
-    return model
+
+
+def init_dummy(model: LlamaModel, seed: int = 0) -> None:
+    """Random weights in place (vLLM's `--load-format dummy`): norms 1, every other weight
+    N(0, 0.02), from a fixed seed, on the weights' device."""
+    gen = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.data.fill_(1.0)
+        else:
+            param.data.normal_(0.0, 0.02, generator=gen)
 
 
 def _iter_tensors(files):

@@ -23,7 +23,7 @@ class NoModelRunner:
 
     def __init__(self) -> None:
         self.num_blocks = NUM_BLOCKS
-        self.backend = SimpleNamespace(is_cascade_step=False)
+        self.is_cascade_step = False
         self.steps: list[dict[int, int]] = []
 
     def build_input(self, plan: StepPlan, rows: list) -> int:

@@ -92,14 +92,29 @@ class BatchPrefillWithPagedKVCacheWrapper(_Wrapper):
 
 class BatchDecodeWithPagedKVCacheWrapper(_Wrapper):
     def __init__(self, float_workspace_buffer: Tensor, kv_layout: str = "NHD", use_cuda_graph: bool = False,
-                 use_tensor_cores: bool = False, backend: str = "auto") -> None:
+                 use_tensor_cores: bool = False, paged_kv_indptr_buffer: Tensor | None = None,
+                 paged_kv_indices_buffer: Tensor | None = None, paged_kv_last_page_len_buffer: Tensor | None = None,
+                 backend: str = "auto") -> None:
         super().__init__(float_workspace_buffer, kv_layout, backend)
         self.use_tensor_cores = use_tensor_cores
+        self.use_cuda_graph = use_cuda_graph
+        self.buffers = (paged_kv_indptr_buffer, paged_kv_indices_buffer, paged_kv_last_page_len_buffer)
+        if use_cuda_graph:  # FlashInfer's checks: the three buffers, of one batch size
+            assert all(torch.is_tensor(b) for b in self.buffers)
+            assert len(paged_kv_indptr_buffer) == len(paged_kv_last_page_len_buffer) + 1
 
     def plan(self, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim, page_size,
              pos_encoding_mode="NONE", q_data_type="float16", kv_data_type=None):
         assert pos_encoding_mode == "NONE"
         self.plans += 1
+        if self.use_cuda_graph:  # the plan rewrites the fixed buffers the graph reads
+            indptr_buf, indices_buf, last_buf = self.buffers
+            assert len(indptr) == len(indptr_buf), "a CUDA-graph wrapper's batch size is fixed"
+            assert len(indices) <= len(indices_buf), "more pages than the indices buffer holds"
+            indptr_buf.copy_(indptr)
+            indices_buf[: len(indices)].copy_(indices)
+            last_buf.copy_(last_page_len)
+            indptr, indices, last_page_len = indptr_buf, indices_buf[: len(indices)], last_buf
         qo_indptr = torch.arange(len(indptr), dtype=torch.int32)  # one query per request
         self._table = _Table(qo_indptr, indptr, indices, last_page_len, num_qo_heads, num_kv_heads,
                              head_dim, page_size, False, q_data_type, kv_data_type)

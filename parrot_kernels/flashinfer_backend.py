@@ -186,6 +186,11 @@ class FlashInferAttentionBackend:
         return self._plan is not None and self._plan.is_cascade
 
     @property
+    def float_workspace(self) -> Tensor:
+        """FlashInfer's float workspace, shared by every wrapper that runs on this stream."""
+        return self._float_workspace
+
+    @property
     def step_plan(self) -> StepPlan | None:
         return self._plan
 
@@ -272,3 +277,58 @@ class FlashInferAttentionBackend:
                 BatchPrefillWithPagedKVCacheWrapper(self._float_workspace, "NHD", backend=KERNEL_BACKEND)
             )
         return self._prefill_wrappers[index]
+
+    def cascades(self, batch: AttentionBatch) -> bool:
+        """Whether `batch` would run as a cascade (host-side planning only)."""
+        if not self.enable_cascade:
+            return False
+        plan = plan_cascade(batch, self.block_size, self.cascade_limits)
+        return plan is not None and bool(plan.groups)
+
+
+class GraphDecodeAttention:
+    """Decode attention a CUDA graph can capture, for a fixed `batch_size` of one-token
+    requests: FlashInfer's decode wrapper in CUDA-graph mode (`use_cuda_graph=True`, its
+    page tables in buffers of fixed address) and the new tokens' cache slots in a static
+    tensor. `plan(batch)` runs on the host before each replay and rewrites those buffers;
+    rows past the batch's own are padding, one token each at slot 0 of `scratch_block`
+    (a block no request owns). The forward is TorchAttentionBackend's contract."""
+
+    is_cascade_step = False
+
+    def __init__(self, kv_cache: Tensor, batch_size: int, max_pages: int, scratch_block: int,
+                 num_q_heads: int, float_workspace: Tensor) -> None:
+        from flashinfer import BatchDecodeWithPagedKVCacheWrapper
+
+        device = kv_cache.device
+        self.kv_cache = kv_cache
+        self.batch_size, self.scratch_block, self.num_q_heads = batch_size, scratch_block, num_q_heads
+        self.block_size, self.num_kv_heads, self.head_dim = kv_cache.shape[3:]
+        self.slots = torch.full((batch_size,), scratch_block * self.block_size, dtype=torch.long, device=device)
+        self.wrapper = BatchDecodeWithPagedKVCacheWrapper(
+            float_workspace, "NHD", use_cuda_graph=True, use_tensor_cores=True,
+            paged_kv_indptr_buffer=torch.zeros(batch_size + 1, dtype=torch.int32, device=device),
+            paged_kv_indices_buffer=torch.zeros(max_pages, dtype=torch.int32, device=device),
+            paged_kv_last_page_len_buffer=torch.ones(batch_size, dtype=torch.int32, device=device),
+            backend=KERNEL_BACKEND,
+        )
+
+    def plan(self, batch: AttentionBatch) -> None:
+        """The step's page tables and slots, padded to `batch_size` (`batch`: one query per
+        request, at most `batch_size` requests)."""
+        pad = self.batch_size - len(batch.q_lens)
+        if pad < 0 or any(q != 1 for q in batch.q_lens):
+            raise ValueError(f"a graph of {self.batch_size} decodes cannot run {batch.q_lens}")
+        padded = AttentionBatch(batch.q_lens + [1] * pad, batch.kv_lens + [1] * pad,
+                                batch.block_tables + [[self.scratch_block]] * pad)
+        t = page_table(padded.q_lens, padded.kv_lens, padded.block_tables, self.block_size)
+        dtype = self.kv_cache.dtype
+        self.wrapper.plan(t.kv_indptr, t.kv_indices, t.kv_last_page_len, self.num_q_heads, self.num_kv_heads,
+                          self.head_dim, self.block_size, pos_encoding_mode="NONE", q_data_type=dtype,
+                          kv_data_type=dtype)
+        self.slots.copy_(slot_mapping(padded, self.block_size))
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        k_cache, v_cache = self.kv_cache[layer, 0], self.kv_cache[layer, 1]
+        write_kv(k_cache, v_cache, k, v, self.slots)
+        return self.wrapper.run(q.to(k_cache.dtype), (k_cache, v_cache)).to(q.dtype)

@@ -1,4 +1,4 @@
-"""Parrot's own CPU kernels (kernels/csrc, AVX2 + FMA, bf16; the projections on AVX-512-BF16
+"""Parrot's own CPU kernels (parrot_kernels/csrc, AVX2 + FMA, bf16; the projections on AVX-512-BF16
 where the CPU has it): build, load, call.
 
 The C++ sources register `torch.ops.parrot.*`; they are compiled once per machine with
