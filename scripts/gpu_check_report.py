@@ -3,10 +3,11 @@ reason on stderr, when a stage failed or timed out or when no test ran.
 
     python scripts/gpu_check_report.py WORK OUT
 
-WORK holds stages.tsv (one `name rc seconds limit` row per stage that ran, tab-separated)
-and the JIT cache listings before and after the tests; OUT the stage logs and the tests'
-junit XML. A pytest run whose every test skipped exits 0: here it fails, so a run that
-tested nothing (flashinfer missing, no GPU) never reads as green.
+WORK holds stages.tsv (one `name rc seconds limit` row per stage that ran, tab-separated),
+the stage logs (logs/<stage>.log), the tests' junit XML and the JIT cache listings before
+and after the tests. The logs are joined, in stage order, into OUT/stages.log (a device
+call brings back few files). A pytest run whose every test skipped exits 0: here it fails,
+so a run that tested nothing (flashinfer missing, no GPU) never reads as green.
 """
 from __future__ import annotations
 
@@ -47,19 +48,19 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def verdict(stages: list[Stage], tests: dict[str, int] | None, out: Path) -> str | None:
+def verdict(stages: list[Stage], tests: dict[str, int] | None, logs: Path) -> str | None:
     """The reason the check failed, or None when it passed."""
     for stage in stages:
         if stage.rc in TIMED_OUT:
-            return f"{stage.name} timed out after {stage.limit} s (see {stage.name}.log)"
+            return f"{stage.name} timed out after {stage.limit} s (see stages.log)"
         if stage.rc != 0:
-            return f"{stage.name} failed (exit {stage.rc}): {last_line(out / f'{stage.name}.log')}"
+            return f"{stage.name} failed (exit {stage.rc}): {last_line(logs / f'{stage.name}.log')}"
     if "tests" not in [s.name for s in stages]:
         return "the tests never ran"
     if tests is None or tests["tests"] == 0:
         return "no test was collected"
     if tests["skipped"] == tests["tests"]:
-        return f"every test skipped ({tests['tests']}): {last_line(out / 'tests.log')}"
+        return f"every test skipped ({tests['tests']}): {last_line(logs / 'tests.log')}"
     return None
 
 
@@ -72,11 +73,21 @@ def built_during_tests(work: Path) -> list[str]:
     return sorted(set(after.read_text().split()) - seen)
 
 
+def join_logs(stages: list[Stage], logs: Path, dest: Path) -> None:
+    """Every stage's log, in stage order, under a header line each."""
+    with dest.open("w") as f:
+        for stage in stages:
+            log = logs / f"{stage.name}.log"
+            f.write(f"===== {stage.name}: exit {stage.rc}, {stage.seconds} s of {stage.limit} s\n")
+            f.write(log.read_text(errors="replace") if log.exists() else "(no log)\n")
+
+
 def main() -> int:
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
     stages = read_stages(work)
-    tests = count_tests(out / "tests.xml")
-    reason = verdict(stages, tests, out)
+    tests = count_tests(work / "tests.xml")
+    reason = verdict(stages, tests, work / "logs")
+    join_logs(stages, work / "logs", out / "stages.log")
     summary = {
         "ok": reason is None,
         "reason": reason,
