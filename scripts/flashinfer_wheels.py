@@ -1,7 +1,8 @@
 """Fetch FlashInfer for a GPU machine without network, slimmed to fit a 64 MiB transfer.
 
-Downloads flashinfer-python (pure Python + CUDA sources compiled on first use) and
-apache-tvm-ffi for CPython 3.12 into `.whl/` (git-ignored), then rewrites the FlashInfer
+Downloads flashinfer-python (pure Python + CUDA sources compiled on first use),
+apache-tvm-ffi for CPython 3.12 and llguidance (the engine imports it; abi3) into `.whl/`
+(git-ignored), then rewrites the FlashInfer
 wheel without the sources of kernels Parrot never builds: every subfolder of
 `flashinfer/data/csrc/` (MoE, GEMM, MLA, model-specific kernels) and the non-Python files
 of the experimental and MoE packages. Kept: every Python module (the package imports
@@ -27,6 +28,7 @@ from pathlib import Path
 
 FLASHINFER = "flashinfer-python==0.7.2"
 TVM_FFI = "apache-tvm-ffi>=0.1.11,<0.2"
+LLGUIDANCE = "llguidance==1.9.1"  # the version the CPU install resolves; its wheels are abi3
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 DROP_NON_PY_UNDER = ("flashinfer/experimental/", "flashinfer/moe_ep/", "flashinfer/fused_moe/")
@@ -37,6 +39,10 @@ def download(dest: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
          "3.12", "--implementation", "cp", *platforms, "-d", str(dest), FLASHINFER, TVM_FFI],
+        check=True,
+    )
+    subprocess.run(  # abi3 on manylinux_2_31, which the platform list above does not name
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), LLGUIDANCE],
         check=True,
     )
 
