@@ -14,9 +14,11 @@
 #   bench     the cascade benchmark: FlashInfer cascade vs FlashInfer plain vs torch
 #   engine-*  `parrot bench engine --device cuda` on random-weight Llama-3-8B and SmolLM2
 #             shapes: decode with CUDA graphs and eagerly, against the card's floors
+#   apps      `parrot bench apps` (the six workloads, SV vs plain OpenAI on Parrot) on the
+#             GPU, SmolLM2's tokenizer (.whl/smollm2-dummy) with random weights
 # Each stage runs under `timeout` (its own limit, cut to what is left of the budget) and logs
 # to $WORK/logs/<stage>.log; the report joins them into $OUT/stages.log and writes
-# $OUT/summary.json (at most 8 files come back from a device call; this writes 5). Exits
+# $OUT/summary.json (at most 8 files come back from a device call; this writes 7). Exits
 # non-zero, with the reason on stderr, when a stage fails or times out, or when no test
 # ran (all skipped). $OUT defaults to ./gpu-out; PARROT_WHEELS to .whl. Needs python3 with
 # torch, pytest, transformers and aiohttp (the device image has them).
@@ -116,4 +118,7 @@ for shape in llama3-8b smollm2-135m; do
   stage "engine-$shape" 120 python3 -c 'import sys; from parrot.cli import main; sys.exit(main(sys.argv[1:]))' \
     bench engine --device cuda --shape "$shape" --compare-eager --kv-memory-gb 8 --json "$out/engine-$shape.json"
 done
+stage apps 150 python3 -m parrot bench apps --workload all --modes parrot,baseline+cache --repeats 1 \
+  --no-plots --model "$wheels/smollm2-dummy" --serve-arg=--load-format --serve-arg=dummy \
+  --serve-arg=--device --serve-arg=cuda --out "$out/apps"
 report

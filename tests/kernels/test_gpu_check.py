@@ -122,7 +122,8 @@ for a in "$@"; do case "$a" in --junitxml=*) echo '{junit}' >"${{a#--junitxml=}}
 def test_gpu_check_runs_every_command_under_timeout_and_passes_when_tests_ran(tmp_path):
     status, _, summary, calls = run_check(tmp_path, wheels=True, skipped=1)
     assert status == 0 and summary["ok"], summary
-    names = ["install", "probe", "prebuild", "tests", "bench", "engine-llama3-8b", "engine-smollm2-135m"]
+    names = ["install", "probe", "prebuild", "tests", "bench", "engine-llama3-8b", "engine-smollm2-135m",
+             "apps"]
     assert [s["name"] for s in summary["stages"]] == names
     assert all(s["limit"] > 0 for s in summary["stages"])
     assert len(calls) >= 7 and all(call.split()[1] == "1" for call in calls), calls  # 1: under timeout
