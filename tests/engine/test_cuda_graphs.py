@@ -112,3 +112,7 @@ def test_graphs_serve_only_whole_sampled_decode_steps(tiny, fake_flashinfer):
     assert not graphs.serves(AttentionBatch([1] * 5, [1] * 5, [[i] for i in range(5)]), list(range(5)))
     with pytest.raises(ValueError, match="cannot run"):
         graphs.bucket(2).attention.plan(AttentionBatch([1, 1, 1], [1] * 3, [[0], [1], [2]]))
+    attention = graphs.bucket(4).attention
+    attention.plan(AttentionBatch([], [], []))  # what capture plans: every row padding
+    assert attention.slots.tolist() == [NUM_BLOCKS * BLOCK] * 4
+    assert attention.wrapper.buffers[1][:4].tolist() == [NUM_BLOCKS] * 4
