@@ -33,7 +33,7 @@ mkdir -p "$out" "$site" "$work/logs"
 : >"$work/stages.tsv"
 # The JIT cache the prebuild fills and the tests load from: the same place and the same
 # FlashInfer environment for both, or the tests would rebuild.
-export FLASHINFER_WORKSPACE_BASE=/tmp/parrot-flashinfer PYTHONUNBUFFERED=1
+export FLASHINFER_WORKSPACE_BASE="${FLASHINFER_WORKSPACE_BASE:-/tmp/parrot-flashinfer}" PYTHONUNBUFFERED=1
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"

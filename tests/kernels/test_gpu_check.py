@@ -93,16 +93,24 @@ def stub(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def run_check(tmp_path: Path, *, wheels: bool, skipped: int, total: int = 3) -> tuple[int, str, dict, list[str]]:
+def run_check(tmp_path: Path, *, wheels: bool, skipped: int, total: int = 3,
+              aot: bytes | None = None) -> tuple[int, str, dict, list[str]]:
     """scripts/gpu_check.sh with stand-ins for python3 (but the report), nvidia-smi, nvcc and
     ninja, and a `timeout` that marks what runs under it; pytest's stand-in writes a junit
-    XML of `total` tests, `skipped` of them skipped. Returns (status, stderr, summary, calls)."""
+    XML of `total` tests, `skipped` of them skipped; `aot`: a carried flashinfer-aot.tar.gz.
+    FlashInfer's JIT cache is tmp_path/jit, holding one built module (cached_ops/mod/mod.so).
+    Returns (status, stderr, summary, calls)."""
     bin_dir, out, log = tmp_path / "bin", tmp_path / "out", tmp_path / "calls.log"
     bin_dir.mkdir()
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir()
     if wheels:
         (wheel_dir / "flashinfer_python-0.7.2-py3-none-any.whl").write_bytes(b"")
+    if aot is not None:
+        (wheel_dir / "flashinfer-aot.tar.gz").write_bytes(aot)
+    built = tmp_path / "jit" / "90a" / "cached_ops" / "mod"
+    built.mkdir(parents=True)
+    (built / "mod.so").write_bytes(b"built")
     real_timeout = subprocess.run(["bash", "-c", "command -v timeout"], capture_output=True, text=True).stdout.strip()
     stub(bin_dir, "timeout", f'UNDER_TIMEOUT=1 exec {real_timeout} "$@"')
     for tool in ("nvidia-smi", "nvcc", "ninja"):
@@ -112,7 +120,8 @@ def run_check(tmp_path: Path, *, wheels: bool, skipped: int, total: int = 3) -> 
     stub(bin_dir, "python3", f'''echo "python3 ${{UNDER_TIMEOUT:-0}} $1" >>{log}
 case "$1" in *gpu_check_report.py) exec {sys.executable} "$@";; esac
 for a in "$@"; do case "$a" in --junitxml=*) echo '{junit}' >"${{a#--junitxml=}}";; esac; done''')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "PARROT_WHEELS": str(wheel_dir)}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "PARROT_WHEELS": str(wheel_dir),
+           "FLASHINFER_WORKSPACE_BASE": str(tmp_path / "jit")}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True,
                           text=True, timeout=60)
     calls = log.read_text().splitlines() if log.exists() else []
@@ -127,6 +136,24 @@ def test_gpu_check_runs_every_command_under_timeout_and_passes_when_tests_ran(tm
     assert [s["name"] for s in summary["stages"]] == names
     assert all(s["limit"] > 0 for s in summary["stages"])
     assert len(calls) >= 7 and all(call.split()[1] == "1" for call in calls), calls  # 1: under timeout
+
+
+def test_gpu_check_packs_the_built_modules_and_a_carried_pack_replaces_the_prebuild(tmp_path):
+    import io
+    import tarfile
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    status, _, summary, _ = run_check(tmp_path / "first", wheels=True, skipped=1)
+    assert status == 0, summary
+    pack = (tmp_path / "first" / "out" / "flashinfer-aot.tar.gz").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(pack)) as tar:  # FlashInfer's AOT layout
+        assert [m.name for m in tar.getmembers() if m.isfile()] == ["./mod/mod.so"]
+    status, _, summary, _ = run_check(tmp_path / "second", wheels=True, skipped=1, aot=pack)
+    assert status == 0, summary
+    assert "prebuild" not in [s["name"] for s in summary["stages"]]
+    log = (tmp_path / "second" / "out" / "stages.log").read_text()
+    assert "AOT modules:" in log and "mod" in log
 
 
 def test_gpu_check_fails_loudly_when_every_test_skipped(tmp_path):
