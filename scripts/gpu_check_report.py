@@ -79,7 +79,8 @@ def join_logs(stages: list[Stage], logs: Path, dest: Path) -> None:
         for stage in stages:
             log = logs / f"{stage.name}.log"
             f.write(f"===== {stage.name}: exit {stage.rc}, {stage.seconds} s of {stage.limit} s\n")
-            f.write(log.read_text(errors="replace") if log.exists() else "(no log)\n")
+            text = log.read_text(errors="replace") if log.exists() else "(no log)"
+            f.write(text if text.endswith("\n") else text + "\n")
 
 
 def main() -> int:
