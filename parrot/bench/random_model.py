@@ -17,8 +17,7 @@ SHAPES = {
 
 def write_model_dir(path: Path | str, shape: str) -> Path:
     """`path` holding `shape`'s config.json and a word-level tokenizer (EOS `w2`)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, PreTrainedTokenizerFast
+    from transformers import LlamaConfig
 
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
@@ -26,8 +25,17 @@ def write_model_dir(path: Path | str, shape: str) -> Path:
     dims = SHAPES[shape]
     LlamaConfig(**dims, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
                 architectures=["LlamaForCausalLM"]).save_pretrained(str(path))
-    vocab = {f"w{i}": i for i in range(dims["vocab_size"])}
+    write_word_tokenizer(path, dims["vocab_size"])
+    return path
+
+
+def write_word_tokenizer(path: Path | str, vocab_size: int) -> None:
+    """A word-level tokenizer (token i is the word `w{i}`, EOS `w2`) saved in `path`, so an
+    engine on random weights has something to decode; no tokenizer files need to travel."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w2").save_pretrained(str(path))
-    return path

@@ -11,6 +11,7 @@ import asyncio
 import pytest
 import torch
 
+from parrot.bench.random_model import write_word_tokenizer
 from parrot.engine.weights import load_hf_config, load_model
 from parrot_kernels import AttentionBatch
 from parrot_kernels.flashinfer_backend import FlashInferAttentionBackend, flashinfer_available
@@ -112,30 +113,38 @@ def test_cuda_forked_decode_cascade_matches_plain_and_transformers(tmp_path, sha
     assert agree >= 7 / 8 and rel < 0.02
 
 
-def word_tokenizer(path, vocab_size: int) -> None:
-    """A word-level tokenizer (token i is the word `w{i}`) saved beside a random model, so
-    the engine's detokenizer has something to decode; no tokenizer files need to travel."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {f"w{i}": i for i in range(vocab_size)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w2").save_pretrained(str(path))
-
-
 def test_cuda_engine_serves_forks_with_cascade_and_frees_every_block(tmp_path):
     """The whole engine on CUDA (scheduler, runner, FlashInfer backend, sampler): 8 forks of
     a 400-token prefix generate 16 tokens each, cascade steps ran, every block comes back."""
     path, hf = random_checkpoint(tmp_path, "smollm2")
-    word_tokenizer(path, hf.config.vocab_size)
+    write_word_tokenizer(path, hf.config.vocab_size)
     asyncio.run(serve_forks(path, hf.config.vocab_size))
 
 
-async def serve_forks(path, vocab_size: int) -> None:
-    from parrot.engine import Engine, EngineConfig, SamplingParams
+async def cuda_engine(path):
+    from parrot.engine import Engine, EngineConfig
 
-    engine = await Engine(EngineConfig(model=str(path), device="cuda", dtype="bfloat16", kv_memory_gb=0.5)).start()
+    return await Engine(EngineConfig(model=str(path), device="cuda", dtype="bfloat16", kv_memory_gb=0.5)).start()
+
+
+async def generate16(engine, ctx) -> list[int]:
+    """16 tokens of `ctx` (ignoring EOS), then `ctx` freed."""
+    from parrot.engine import SamplingParams
+
+    chunks = [c async for c in engine.generate(ctx, SamplingParams(max_tokens=16, ignore_eos=True))]
+    engine.free(ctx)
+    return [t for c in chunks for t in c.token_ids]
+
+
+async def stop_with_every_block_back(engine) -> None:
+    engine.check_integrity()
+    engine.evict_cache()
+    assert engine.stats().num_used_blocks == 0
+    await engine.stop()
+
+
+async def serve_forks(path, vocab_size: int) -> None:
+    engine = await cuda_engine(path)
     gen = torch.Generator().manual_seed(3)
     parent = engine.new_context()
     await engine.fill(parent, torch.randint(3, vocab_size, (400,), generator=gen).tolist())
@@ -143,19 +152,14 @@ async def serve_forks(path, vocab_size: int) -> None:
     async def one(i: int) -> list[int]:
         ctx = engine.fork(parent)
         ctx.token_ids.extend(torch.randint(3, vocab_size, (1 + i,), generator=gen).tolist())
-        chunks = [c async for c in engine.generate(ctx, SamplingParams(max_tokens=16, ignore_eos=True))]
-        engine.free(ctx)
-        return [t for c in chunks for t in c.token_ids]
+        return await generate16(engine, ctx)
 
     outputs = await asyncio.gather(*(one(i) for i in range(8)))
     assert all(len(o) == 16 for o in outputs)
     stats = engine.stats()
     assert stats.num_cascade_steps >= 10, stats
     engine.free(parent)
-    engine.check_integrity()
-    engine.evict_cache()
-    assert engine.stats().num_used_blocks == 0
-    await engine.stop()
+    await stop_with_every_block_back(engine)
 
 
 def test_cuda_decode_graph_replay_matches_the_eager_step(tmp_path):
@@ -193,27 +197,20 @@ def test_cuda_engine_decodes_through_graphs_and_frees_every_block(tmp_path):
     """8 unrelated requests on the engine (no shared prefix, so no cascade): their decode
     steps replay graphs, each request gets its 16 tokens, every block comes back."""
     path, hf = random_checkpoint(tmp_path, "smollm2")
-    word_tokenizer(path, hf.config.vocab_size)
+    write_word_tokenizer(path, hf.config.vocab_size)
     asyncio.run(serve_independent(path, hf.config.vocab_size))
 
 
 async def serve_independent(path, vocab_size: int) -> None:
-    from parrot.engine import Engine, EngineConfig, SamplingParams
-
-    engine = await Engine(EngineConfig(model=str(path), device="cuda", dtype="bfloat16", kv_memory_gb=0.5)).start()
+    engine = await cuda_engine(path)
     gen = torch.Generator().manual_seed(5)
 
     async def one(i: int) -> list[int]:
         ctx = engine.new_context()
         engine.append(ctx, torch.randint(3, vocab_size, (30 + 11 * i,), generator=gen).tolist())
-        chunks = [c async for c in engine.generate(ctx, SamplingParams(max_tokens=16, ignore_eos=True))]
-        engine.free(ctx)
-        return [t for c in chunks for t in c.token_ids]
+        return await generate16(engine, ctx)
 
     outputs = await asyncio.gather(*(one(i) for i in range(8)))
     assert all(len(o) == 16 for o in outputs)
     assert engine.runner.graphs.replays >= 10
-    engine.check_integrity()
-    engine.evict_cache()
-    assert engine.stats().num_used_blocks == 0
-    await engine.stop()
+    await stop_with_every_block_back(engine)
