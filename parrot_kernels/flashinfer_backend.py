@@ -125,6 +125,12 @@ def plan_step(
 ) -> StepPlan:
     """The step's FlashInfer calls: the same groups and levels as the torch backend."""
     cascade = plan_cascade(batch, block_size, limits) if enable_cascade else None
+    return levels_of(batch, cascade, block_size, device)
+
+
+def levels_of(batch: AttentionBatch, cascade: CascadePlan | None, block_size: int,
+              device: torch.device | str = "cpu") -> StepPlan:
+    """The step's FlashInfer calls for its cascade plan (None, or no groups: one plain level)."""
     if cascade is None or not cascade.groups:
         whole = page_table(batch.q_lens, batch.kv_lens, batch.block_tables, block_size)
         return StepPlan([Level(None, whole, causal=True)])
@@ -195,10 +201,21 @@ class FlashInferAttentionBackend:
         return self._plan
 
     def prepare(self, batch: AttentionBatch) -> None:
+        self.prepare_with(batch, self.cascade_plan(batch))
+
+    def cascade_plan(self, batch: AttentionBatch) -> CascadePlan | None:
+        """The step's cascade groups, host side only; None where it runs plain. The runner
+        asks first (a plain decode step may replay a CUDA graph) and hands it to
+        `prepare_with`, so a step is planned once."""
+        plan = plan_cascade(batch, self.block_size, self.cascade_limits) if self.enable_cascade else None
+        return plan if plan is not None and plan.groups else None
+
+    def prepare_with(self, batch: AttentionBatch, cascade: CascadePlan | None) -> None:
+        """`prepare`, given the step's `cascade_plan`."""
         batch.check_integrity(self.block_size, self.kv_cache.shape[2])
         device = self.kv_cache.device
         self._slots = slot_mapping(batch, self.block_size).to(device)
-        self._plan = plan_step(batch, self.block_size, self.enable_cascade, self.cascade_limits, device)
+        self._plan = levels_of(batch, cascade, self.block_size, device)
         self._needs_plan = self.num_q_heads is None
         if not self._needs_plan:
             self._plan_wrappers(self.num_q_heads)
@@ -246,10 +263,7 @@ class FlashInferAttentionBackend:
         kinds = dict(q_data_type=dtype, kv_data_type=dtype)
         levels = self._plan.levels
         if self._plan.is_decode:
-            t = levels[0].table
-            self._decode().plan(
-                t.kv_indptr, t.kv_indices, t.kv_last_page_len, *shape, pos_encoding_mode="NONE", **kinds
-            )
+            plan_decode(self._decode(), levels[0].table, num_q_heads, self.kv_cache)
         else:
             for i, level in enumerate(levels):
                 t = level.table
@@ -278,12 +292,14 @@ class FlashInferAttentionBackend:
             )
         return self._prefill_wrappers[index]
 
-    def cascades(self, batch: AttentionBatch) -> bool:
-        """Whether `batch` would run as a cascade (host-side planning only)."""
-        if not self.enable_cascade:
-            return False
-        plan = plan_cascade(batch, self.block_size, self.cascade_limits)
-        return plan is not None and bool(plan.groups)
+
+def plan_decode(wrapper, table: PageTable, num_q_heads: int, kv_cache: Tensor) -> None:
+    """Plan a decode wrapper over `table`'s requests in `kv_cache`'s pages (no RoPE in the
+    kernel; q and KV in the cache's dtype)."""
+    block_size, num_kv_heads, head_dim = kv_cache.shape[3:]
+    wrapper.plan(table.kv_indptr, table.kv_indices, table.kv_last_page_len, num_q_heads, num_kv_heads,
+                 head_dim, block_size, pos_encoding_mode="NONE", q_data_type=kv_cache.dtype,
+                 kv_data_type=kv_cache.dtype)
 
 
 class GraphDecodeAttention:
@@ -303,7 +319,7 @@ class GraphDecodeAttention:
         device = kv_cache.device
         self.kv_cache = kv_cache
         self.batch_size, self.scratch_block, self.num_q_heads = batch_size, scratch_block, num_q_heads
-        self.block_size, self.num_kv_heads, self.head_dim = kv_cache.shape[3:]
+        self.block_size = kv_cache.shape[3]
         self.slots = torch.full((batch_size,), scratch_block * self.block_size, dtype=torch.long, device=device)
         self.wrapper = BatchDecodeWithPagedKVCacheWrapper(
             float_workspace, "NHD", use_cuda_graph=True, use_tensor_cores=True,
@@ -321,11 +337,8 @@ class GraphDecodeAttention:
             raise ValueError(f"a graph of {self.batch_size} decodes cannot run {batch.q_lens}")
         padded = AttentionBatch(batch.q_lens + [1] * pad, batch.kv_lens + [1] * pad,
                                 batch.block_tables + [[self.scratch_block]] * pad)
-        t = page_table(padded.q_lens, padded.kv_lens, padded.block_tables, self.block_size)
-        dtype = self.kv_cache.dtype
-        self.wrapper.plan(t.kv_indptr, t.kv_indices, t.kv_last_page_len, self.num_q_heads, self.num_kv_heads,
-                          self.head_dim, self.block_size, pos_encoding_mode="NONE", q_data_type=dtype,
-                          kv_data_type=dtype)
+        table = page_table(padded.q_lens, padded.kv_lens, padded.block_tables, self.block_size)
+        plan_decode(self.wrapper, table, self.num_q_heads, self.kv_cache)
         self.slots.copy_(slot_mapping(padded, self.block_size))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:

@@ -351,7 +351,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-memory-gb", type=float, default=1.0)
     p.add_argument("--quantization", choices=("int8",))
     p.add_argument("--prefill-len", type=int, default=1024)
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--batches", type=int, nargs="+", help="decode batch sizes (default 1 8 32; on CUDA 1 8 32 64)")
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--peer-url", help="an OpenAI-compatible server on the same model (e.g. "
                    "vLLM-CPU) to measure at the same sizes, in the same run")
@@ -373,13 +373,13 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.device.startswith("cuda"):
+    cuda = args.device.startswith("cuda")
+    args.batches = args.batches or ([1, 8, 32, 64] if cuda else [1, 8, 32])
+    if cuda:
         from parrot.bench import engine_bench_cuda
 
         if args.shape:
             args.load_format = "dummy"
-        if args.batches == [1, 8, 32]:
-            args.batches = [1, 8, 32, 64]
         return engine_bench_cuda.run(args)
     from parrot_kernels import cpu_ops
 

@@ -55,15 +55,18 @@ class DecodeGraphs:
         self.forward = forward
         self.capture_graphs = capture
         self.graphs = [DecodeGraph(size, attention_for(size), self.device) for size in buckets_up_to(max_batch)]
-        self.max_batch = max_batch
         self.replays = 0
+
+    @property
+    def max_batch(self) -> int:
+        return self.graphs[-1].size
 
     @torch.inference_mode()
     def capture(self) -> float:
         """Capture every bucket, largest first, in one memory pool; returns the seconds."""
-        start = time.perf_counter()
         if not self.capture_graphs:
             return 0.0
+        start = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         for g in reversed(self.graphs):
             g.attention.plan(AttentionBatch([], [], []))  # every row is padding

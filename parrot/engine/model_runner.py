@@ -15,6 +15,7 @@ from parrot.engine.model import LlamaModel
 from parrot.engine.sampler import Sampled, SamplingRow, sample
 from parrot.engine.scheduler import StepPlan
 from parrot_kernels import AttentionBatch, make_backend
+from parrot_kernels.backend import uses_flashinfer
 
 
 @dataclass
@@ -63,14 +64,15 @@ class ModelRunner:
         per_block = kv_bytes_per_block(cfg, config.block_size, config.torch_dtype)
         budget = kv_pool_bytes(config, free_device_memory(config.device))
         self.num_blocks = max(1, budget // per_block)  # the blocks requests get
-        # With decode graphs, one block more: the padding rows' scratch block, owned by none.
-        graphs = config.cuda_graphs and self.device.type == "cuda"
+        # With decode graphs (FlashInfer's), one block more: the padding rows' scratch block,
+        # owned by none.
+        graphs = config.cuda_graphs and uses_flashinfer(self.device, config.torch_dtype)
         shape = (cfg.num_layers, 2, self.num_blocks + graphs, config.block_size, cfg.num_kv_heads, cfg.head_dim)
         self.kv_cache = torch.zeros(shape, dtype=config.torch_dtype, device=config.device)
         self.backend = make_backend(self.kv_cache, config.device, config.enable_cascade,
                                     config.cascade_min_saved_tokens, use_kernels=model.uses_kernels,
                                     num_q_heads=cfg.num_heads)
-        self.graphs = self._decode_graphs(config) if graphs and hasattr(self.backend, "cascades") else None
+        self.graphs = self._decode_graphs(config) if graphs else None
         self.is_cascade_step = False  # whether the last step ran a cascade
 
     def _decode_graphs(self, config: EngineConfig) -> DecodeGraphs:
@@ -112,21 +114,21 @@ class ModelRunner:
         the host gets back only the sampled ids (and asked-for logprobs). A decode step a
         CUDA graph serves replays it (see parrot.engine.cuda_graphs)."""
         self._copy_blocks(inp.copies)
-        if self._graph_serves(inp):
-            self.is_cascade_step = False
-            return sample(self.graphs.run(inp.input_ids, inp.positions, inp.attn), inp.sampling)
+        if self.graphs is None:
+            self.backend.prepare(inp.attn)
+        else:  # FlashInfer: a plain decode step replays its graph
+            cascade = self.backend.cascade_plan(inp.attn)
+            if cascade is None and self.graphs.serves(inp.attn, inp.sample_rows):
+                self.is_cascade_step = False
+                return sample(self.graphs.run(inp.input_ids, inp.positions, inp.attn), inp.sampling)
+            self.backend.prepare_with(inp.attn, cascade)
         input_ids, positions, rows = self._step_tensors(inp)
-        self.backend.prepare(inp.attn)
         self.is_cascade_step = self.backend.is_cascade_step
         hidden = self.model(input_ids, positions, self.backend)  # [T, hidden]
         if not inp.sample_rows:
             return Sampled([], [])
         logits = self.model.compute_logits(hidden[rows])  # [B, vocab] float32
         return sample(logits, inp.sampling)
-
-    def _graph_serves(self, inp: ModelInput) -> bool:
-        return (self.graphs is not None and self.graphs.serves(inp.attn, inp.sample_rows)
-                and not self.backend.cascades(inp.attn))
 
     def _step_tensors(self, inp: ModelInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """input_ids [T], positions [T] and the sampled rows [B], all made before the
